@@ -1,0 +1,55 @@
+"""xr_methyl: a Zarr v3 cache of wide DNA-methylation matrices, presented through xarray.
+
+The data path, one module per stage::
+
+    warehouse/  long rows (Iceberg via DuckDB; the Warehouse protocol)
+    locate      long rows -> (row, column) positions (a DuckDB hash join)
+    scatter     positions -> dense wide blocks (pure numpy)
+    store       wide blocks -> Zarr v3 + sidecars, one commit point
+    loader      the steps above, for the samples a store lacks
+    backend     store -> lazy labelled Dataset (engine="methylzarr")
+    accessor    ds.methyl.ensure(...)
+
+Importing this package registers the ``.methyl`` accessor and stays light:
+pyiceberg, duckdb, pyathena and boto3 load only where they are used.
+"""
+
+from xr_methyl import accessor as _accessor  # noqa: F401  (registers ds.methyl)
+from xr_methyl.errors import (
+    CorruptStoreError,
+    DataError,
+    MethylError,
+    StoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnknownCpgError,
+    UnknownCpgWarning,
+    UnknownSamplesError,
+    WarehouseError,
+)
+from xr_methyl.loader import Loader, LoadReport
+from xr_methyl.store import Layout, MethylStore
+from xr_methyl.warehouse import Export, LocalWarehouse, Warehouse, open_warehouse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptStoreError",
+    "DataError",
+    "Export",
+    "Layout",
+    "LoadReport",
+    "Loader",
+    "LocalWarehouse",
+    "MethylError",
+    "MethylStore",
+    "StoreError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "UnknownCpgError",
+    "UnknownCpgWarning",
+    "UnknownSamplesError",
+    "Warehouse",
+    "WarehouseError",
+    "open_warehouse",
+]

@@ -1,0 +1,151 @@
+"""The xarray backend ``engine="methylzarr"``: a store as a lazy, labelled Dataset.
+
+xarray imports this module whenever it looks up engines, so it imports only
+xarray and numpy at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+STORE_ATTR = "methylzarr_store"
+
+# Warehouses handed to open_dataset, by store location, so that ds.methyl.ensure
+# ingests from the same one (xarray attrs should stay plain data).
+_WAREHOUSES: dict[str, Any] = {}
+
+
+class StoreArray(BackendArray):
+    """Committed rows of one zarr array, addressed by sample index (padding rows skipped)."""
+
+    def __init__(self, array, rows: np.ndarray) -> None:
+        self.array = array
+        self.rows = rows
+        self.shape = (len(rows), array.shape[1])
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        # OUTER: a list of CpGs stays a list (xarray would otherwise read
+        # everything between the first and the last).
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        sample_key, cpg_key = key
+        rows = self.rows[sample_key]
+        if np.ndim(rows) == 0:
+            return self.array.get_orthogonal_selection((int(rows), cpg_key))
+        if len(rows) and np.all(np.diff(rows) == 1):  # a run of rows: a plain slice is cheapest
+            return self.array.get_orthogonal_selection((slice(int(rows[0]), int(rows[-1]) + 1), cpg_key))
+        return self.array.get_orthogonal_selection((rows, cpg_key))
+
+
+def open_store_dataset(store, *, chunks=None, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
+    """Open a :class:`MethylStore` (or path) through the backend, with xarray's chunking."""
+    return xr.open_dataset(store, engine="methylzarr", chunks=chunks, drop_variables=drop_variables)
+
+
+def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
+    """Build the lazy Dataset of a store's committed samples (no chunking)."""
+    commit = store.commit
+    rows = np.array([i for i, s in enumerate(commit.rows) if s is not None], dtype=np.int64)
+    sample_ids = np.array(commit.sample_ids, dtype=object)
+    drop = set(drop_variables or ())
+
+    # dask chunks follow the store: one sample block x one CpG shard.
+    block = store.layout.sample_block
+    per_block = np.bincount(rows // block, minlength=commit.n_rows // block) if len(rows) else np.zeros(0, int)
+    sample_chunks = tuple(int(n) for n in per_block if n) or (0,)
+    preferred = {"sample": sample_chunks, "cpg": store.layout.cpg_shard}
+
+    data_vars = {}
+    for name in ("beta", "coverage"):
+        if name in drop:
+            continue
+        lazy = indexing.LazilyIndexedArray(StoreArray(store.array(name), rows))
+        var = xr.Variable(("sample", "cpg"), lazy)
+        var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}
+        data_vars[name] = var
+
+    coords: dict[str, Any] = {"sample": ("sample", sample_ids)}
+    axis = store.cpg_axis
+    coords["cpg"] = ("cpg", axis.labels())
+    if axis.has_loci:
+        coords["chrom"] = ("cpg", axis.chrom())
+        coords["pos"] = ("cpg", axis.pos)
+    samples = [commit.samples.get(s, {}) for s in commit.sample_ids]
+    for column in _metadata_columns(samples):
+        coords[column] = ("sample", _column(samples, column))
+    for name in drop:
+        coords.pop(name, None)
+
+    attrs = {STORE_ATTR: store.storage.uri, "n_cpgs": store.n_cpgs}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def _metadata_columns(samples: list[dict]) -> list[str]:
+    columns: dict[str, None] = {"batch_id": None}
+    for meta in samples:
+        columns.update(dict.fromkeys(meta))
+    return list(columns)
+
+
+def _column(samples: list[dict], column: str) -> np.ndarray:
+    values = [meta.get(column) for meta in samples]
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+        return np.array(values, dtype=bool)
+    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def _looks_like_store(path: str | os.PathLike) -> bool:
+    import json
+
+    try:
+        with open(os.path.join(os.fspath(path), "manifest.json"), "rb") as f:
+            return json.load(f).get("format") == "methylzarr"
+    except Exception:  # guess_can_open must never raise
+        return False
+
+
+class MethylZarrBackendEntrypoint(BackendEntrypoint):
+    """Open a methylzarr store: ``xr.open_dataset(path, engine="methylzarr")``.
+
+    Dims (sample, cpg); ``beta`` (float32, NaN = missing) and ``coverage``;
+    coordinates ``sample`` (committed samples only), ``cpg``, ``chrom`` and
+    ``pos`` on cpg, ``batch_id`` and the sample metadata on sample.  Opening
+    never touches the warehouse; ``warehouse=`` is remembered for
+    ``ds.methyl.ensure``.
+    """
+
+    description = "Open a methylzarr store (wide DNA-methylation matrices cached in Zarr v3)"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "warehouse")
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        warehouse=None,
+    ) -> xr.Dataset:
+        from xr_methyl.store import MethylStore
+
+        store = filename_or_obj if isinstance(filename_or_obj, MethylStore) else MethylStore.open(filename_or_obj)
+        if warehouse is not None:
+            _WAREHOUSES[store.storage.uri] = warehouse
+        if isinstance(drop_variables, str):
+            drop_variables = [drop_variables]
+        return store_to_dataset(store, drop_variables=drop_variables)
+
+    def guess_can_open(self, filename_or_obj) -> bool:
+        if isinstance(filename_or_obj, (str, os.PathLike)):
+            return _looks_like_store(filename_or_obj)
+        return type(filename_or_obj).__name__ == "MethylStore"

@@ -1,0 +1,487 @@
+"""The methylzarr store: two Zarr v3 arrays plus sidecars, with one commit point.
+
+Layout of a store directory::
+
+    beta.zarr/             (rows, n_cpgs) float32, NaN = missing, sharded
+    coverage.zarr/         (rows, n_cpgs) unsigned int, 0 = no coverage, same grid
+    cpg_ids.npy            the CpG axis, fixed at creation
+    cpg_loci.npz           chromosome and position of every CpG (when known)
+    manifest.json          immutable facts: n_cpgs, sha256 of the axis, layout, warehouse
+    ingested_batches.json  {batch_id: [sample_id, ...]}         (written ahead, see below)
+    samples.json           per-sample metadata (batch, age, ...)   (written ahead)
+    sample_ids.json        one entry per committed row; THE COMMIT POINT
+
+How an append stays all-or-nothing
+----------------------------------
+Rows are added in blocks of ``sample_block`` rows, one shard high, so an append
+only ever writes whole new shards and never reads or rewrites an existing one
+(a batch is padded with empty rows to fill its last block).  The order is:
+
+1. grow the arrays' shape (``zarr.json``) and write the new shards past the
+   committed rows;
+2. write ``ingested_batches.json`` and ``samples.json`` with the new entries;
+3. replace ``sample_ids.json`` in one atomic write: this is the commit.
+
+Everything a reader trusts is filtered through ``sample_ids.json``: rows past
+its end, and sidecar entries for samples it does not list, are uncommitted and
+invisible.  A crash before step 3 leaves the previous commit intact; the next
+append deletes the orphaned shards and writes the rows again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.errors import CorruptStoreError, DataError, StoreError, StoreExistsError, StoreNotFoundError
+from xr_methyl.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+BETA = "beta.zarr"
+COVERAGE = "coverage.zarr"
+CPG_IDS = "cpg_ids.npy"
+CPG_LOCI = "cpg_loci.npz"
+MANIFEST = "manifest.json"
+SAMPLE_IDS = "sample_ids.json"
+BATCHES = "ingested_batches.json"
+SAMPLES = "samples.json"
+LOCK = "write.lock"
+
+COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Chunk and shard shapes shared by both arrays.
+
+    ``sample_block`` rows make one shard along the sample axis: the unit of an
+    append.  ``cpg_shard`` columns make one shard along the CpG axis (bounding
+    shard size, and so the memory a shard write needs); ``chunk_rows`` x
+    ``cpg_chunk`` is the inner chunk, the unit of a read.
+    """
+
+    sample_block: int = 8
+    chunk_rows: int = 8
+    cpg_chunk: int = 32768
+    cpg_shard: int = 2**21
+
+    def for_axis(self, n_cpgs: int) -> Layout:
+        """Shrink the CpG shard to the axis (whole chunks) and check the shapes fit together."""
+        for name in ("sample_block", "chunk_rows", "cpg_chunk", "cpg_shard"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"layout {name}={value!r}: expected a positive integer")
+        if self.sample_block % self.chunk_rows:
+            raise ValueError(
+                f"layout sample_block={self.sample_block} must be a multiple of chunk_rows={self.chunk_rows}"
+            )
+        cpg_chunk = min(self.cpg_chunk, n_cpgs)
+        cpg_shard = min(self.cpg_shard, math.ceil(n_cpgs / cpg_chunk) * cpg_chunk)
+        if cpg_shard % cpg_chunk:
+            raise ValueError(f"layout cpg_shard={self.cpg_shard} must be a multiple of cpg_chunk={self.cpg_chunk}")
+        return Layout(self.sample_block, self.chunk_rows, cpg_chunk, cpg_shard)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sample_block": self.sample_block,
+            "chunk_shape": [self.chunk_rows, self.cpg_chunk],
+            "shard_shape": [self.sample_block, self.cpg_shard],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Layout:
+        (chunk_rows, cpg_chunk), (sample_block, cpg_shard) = doc["chunk_shape"], doc["shard_shape"]
+        return cls(int(sample_block), int(chunk_rows), int(cpg_chunk), int(cpg_shard))
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What one read of ``sample_ids.json`` says is in the store."""
+
+    rows: list[str | None]  # one entry per committed row, None for padding
+    batches: dict[str, list[str]]  # committed samples of each batch
+    samples: dict[str, dict[str, Any]]  # metadata of each committed sample
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return [s for s in self.rows if s is not None]
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.rows) if s is not None}
+
+
+class MethylStore:
+    """A methylzarr store: create it once, then append batches of samples.
+
+    Use :meth:`create` or :meth:`open`; the constructor is internal.
+    """
+
+    def __init__(self, storage: LocalStorage, manifest: dict[str, Any], axis: CpgAxis) -> None:
+        self.storage = storage
+        self.manifest = manifest
+        self.cpg_axis = axis
+        self.layout = Layout.from_json(manifest["layout"])
+        self.coverage_dtype = np.dtype(manifest["coverage_dtype"])
+        self.commit = self._read_commit()
+
+    def __repr__(self) -> str:
+        return (
+            f"<MethylStore {self.storage.uri!r}: {len(self.sample_ids)} samples x {self.n_cpgs} CpGs, "
+            f"{len(self.commit.batches)} batches>"
+        )
+
+    # -- creating and opening -------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        cpg_ids=None,
+        warehouse=None,
+        layout: Layout | None = None,
+        coverage_dtype: str = "uint16",
+        compression_level: int = 3,
+    ) -> MethylStore:
+        """Create an empty store whose CpG axis is fixed from now on.
+
+        Parameters
+        ----------
+        path
+            Directory to create; refused if anything exists there.
+        cpg_ids
+            The CpG axis: a sequence of ids, or a table with ``cpg_id``, ``chrom``
+            and ``pos``.  ``None`` takes the warehouse's ``cpgs`` table in genome order.
+        warehouse
+            The warehouse this store ingests from (a ``Warehouse``, URI or path);
+            recorded in the manifest so that later opens can ingest without it.
+        layout
+            Chunk and shard shapes (see :class:`Layout`).
+        coverage_dtype
+            One of ``uint8``, ``uint16`` (default) or ``uint32``.
+        """
+        from xr_methyl.warehouse import open_warehouse
+
+        storage = LocalStorage(path)
+        _refuse_existing(storage)
+        if coverage_dtype not in COVERAGE_DTYPES:
+            raise ValueError(f"coverage_dtype={coverage_dtype!r}: expected one of {', '.join(COVERAGE_DTYPES)}")
+        wh = open_warehouse(warehouse) if warehouse is not None else None
+        axis = _axis_from(cpg_ids, wh)
+        layout = (layout or Layout()).for_axis(len(axis))
+        manifest = {
+            "format": "methylzarr",
+            "format_version": FORMAT_VERSION,
+            "n_cpgs": len(axis),
+            "cpg_ids_sha256": axis.sha256,
+            "has_loci": axis.has_loci,
+            "layout": layout.to_json(),
+            "coverage_dtype": coverage_dtype,
+            "compression": {"codec": "zstd", "level": compression_level},
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "warehouse": wh.describe() if wh is not None else None,
+        }
+
+        # Build the whole store in a hidden sibling, then rename it into place:
+        # a crash or an error part-way leaves nothing at `path`.
+        staged = storage.staging()
+        try:
+            staged.write_atomic(CPG_IDS, axis.ids_bytes())
+            if axis.has_loci:
+                staged.write_atomic(CPG_LOCI, axis.loci_bytes())
+            for name, dtype, fill in ((BETA, "float32", np.nan), (COVERAGE, coverage_dtype, 0)):
+                _create_array(staged, name, len(axis), layout, dtype, fill, compression_level)
+            staged.write_json(BATCHES, {})
+            staged.write_json(SAMPLES, {})
+            staged.write_json(SAMPLE_IDS, [])
+            staged.write_json(MANIFEST, manifest)
+            if not storage.publish(staged):
+                raise StoreExistsError(f"{storage.uri} appeared while the store was being created; nothing was changed")
+        finally:
+            staged.remove_tree("")
+        log.info("created store %s with %d CpGs", storage.uri, len(axis))
+        return cls(storage, manifest, axis)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> MethylStore:
+        """Open an existing store, checking that its CpG axis matches the manifest."""
+        storage = LocalStorage(path)
+        if not storage.exists():
+            raise StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
+        if not storage.path("").is_dir():
+            raise StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store (a directory)")
+        if not storage.exists(MANIFEST):
+            raise StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store")
+        manifest = _read_json(storage, MANIFEST, dict)
+        version = manifest.get("format_version")
+        if manifest.get("format") != "methylzarr" or version != FORMAT_VERSION:
+            raise CorruptStoreError(
+                f"{storage.uri}/{MANIFEST} declares format {manifest.get('format')!r} version {version!r}; "
+                f"this xr_methyl reads methylzarr version {FORMAT_VERSION}"
+            )
+        axis = CpgAxis.from_bytes(
+            storage.read_bytes(CPG_IDS), storage.read_bytes(CPG_LOCI) if manifest.get("has_loci") else None
+        )
+        if len(axis) != manifest["n_cpgs"] or axis.sha256 != manifest["cpg_ids_sha256"]:
+            raise CorruptStoreError(
+                f"{storage.uri}/{CPG_IDS} does not match the manifest (sha256 {axis.sha256[:12]}... vs "
+                f"{manifest['cpg_ids_sha256'][:12]}..., {len(axis)} vs {manifest['n_cpgs']} CpGs); "
+                "the CpG axis of a store must never change"
+            )
+        return cls(storage, manifest, axis)
+
+    # -- what is committed ----------------------------------------------------------------
+    @property
+    def n_cpgs(self) -> int:
+        return len(self.cpg_axis)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        """Committed sample ids in row order."""
+        return self.commit.sample_ids
+
+    @property
+    def batches(self) -> dict[str, list[str]]:
+        return self.commit.batches
+
+    def refresh(self) -> Commit:
+        """Re-read the commit point (another process may have appended)."""
+        self.commit = self._read_commit()
+        return self.commit
+
+    def _read_commit(self) -> Commit:
+        # sample_ids.json first: the sidecars read after it can only be ahead of it.
+        rows = _read_json(self.storage, SAMPLE_IDS, list)
+        if not all(r is None or isinstance(r, str) for r in rows):
+            raise CorruptStoreError(f"{self.storage.uri}/{SAMPLE_IDS} must be a list of sample ids or null")
+        if len(rows) % self.layout.sample_block:
+            raise CorruptStoreError(
+                f"{self.storage.uri}/{SAMPLE_IDS} has {len(rows)} rows, not a multiple of the "
+                f"{self.layout.sample_block}-row blocks the store appends"
+            )
+        committed = {r for r in rows if r is not None}
+        if len(committed) != sum(r is not None for r in rows):
+            raise CorruptStoreError(f"{self.storage.uri}/{SAMPLE_IDS} lists a sample twice")
+        batches_doc = _read_json(self.storage, BATCHES, dict)
+        samples_doc = _read_json(self.storage, SAMPLES, dict)
+        batches = {}
+        for batch, members in batches_doc.items():
+            kept = [s for s in members if s in committed]
+            if kept:
+                batches[batch] = kept
+        samples = {s: samples_doc.get(s, {}) for s in rows if s is not None}
+        return Commit(rows=rows, batches=batches, samples=samples)
+
+    # -- arrays ---------------------------------------------------------------------------
+    def array(self, name: str, *, writable: bool = False):
+        """The zarr array ``"beta"`` or ``"coverage"`` (all rows, committed or not)."""
+        import zarr
+
+        key = {"beta": BETA, "coverage": COVERAGE}[name]
+        try:
+            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r")
+        except Exception as err:  # zarr raises several types for a missing or broken zarr.json
+            raise CorruptStoreError(f"cannot open {self.storage.uri}/{key}: {err}") from err
+        if arr.ndim != 2 or arr.shape[1] != self.n_cpgs or arr.shape[0] < self.commit.n_rows:
+            raise CorruptStoreError(
+                f"{self.storage.uri}/{key} has shape {arr.shape}, but the store has "
+                f"{self.commit.n_rows} committed rows x {self.n_cpgs} CpGs"
+            )
+        return arr
+
+    def read(self, name: str, sample_ids: Sequence[str], cpg_index=slice(None)) -> np.ndarray:
+        """Eagerly read committed samples (in the given order) of ``"beta"`` or ``"coverage"``."""
+        row_of = self.commit.row_of
+        missing = [s for s in sample_ids if s not in row_of]
+        if missing:
+            from xr_methyl.errors import UnknownSamplesError
+
+            raise UnknownSamplesError(missing, where=f"the store {self.storage.uri}")
+        rows = np.array([row_of[s] for s in sample_ids], dtype=np.int64)
+        return self.array(name).get_orthogonal_selection((rows, cpg_index))
+
+    # -- appending ------------------------------------------------------------------------
+    def append(
+        self,
+        batch_id: str,
+        sample_ids: Sequence[str],
+        beta: np.ndarray,
+        coverage: np.ndarray,
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        lock_timeout: float = 600.0,
+    ) -> list[str]:
+        """Append one batch of samples and commit it; return the ids actually added.
+
+        ``beta`` is ``(len(sample_ids), n_cpgs)`` float32 in [0, 1] with NaN for
+        missing; ``coverage`` the same shape in the store's coverage dtype.
+        Samples that another writer committed meanwhile are skipped.
+        """
+        sample_ids = list(sample_ids)
+        self._check_block(batch_id, sample_ids, beta, coverage)
+        with self.storage.lock(LOCK, timeout=lock_timeout):
+            commit = self.refresh()
+            already = commit.row_of
+            keep = [i for i, s in enumerate(sample_ids) if s not in already]
+            if not keep:
+                return []
+            if len(keep) < len(sample_ids):
+                log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(sample_ids) - len(keep))
+                sample_ids = [sample_ids[i] for i in keep]
+                beta, coverage = beta[keep], coverage[keep]
+            self._write_rows(commit.n_rows, beta, coverage)
+            # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
+            # Built from the commit, so entries of earlier interrupted appends are dropped.
+            batches = {**commit.batches, batch_id: [*commit.batches.get(batch_id, []), *sample_ids]}
+            self.storage.write_json(BATCHES, batches)
+            samples = dict(commit.samples)
+            for s in sample_ids:
+                samples[s] = {"batch_id": batch_id, **dict((metadata or {}).get(s, {}))}
+            self.storage.write_json(SAMPLES, samples)
+            padding = [None] * (_round_up(len(sample_ids), self.layout.sample_block) - len(sample_ids))
+            self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
+            self.refresh()
+        log.info("committed batch %s: %d sample(s)", batch_id, len(sample_ids))
+        return sample_ids
+
+    def _check_block(self, batch_id: str, sample_ids: list[str], beta: np.ndarray, coverage: np.ndarray) -> None:
+        if not isinstance(batch_id, str) or not batch_id:
+            raise DataError(f"batch id {batch_id!r}: expected a non-empty string")
+        if len(set(sample_ids)) != len(sample_ids) or not sample_ids:
+            raise DataError(f"batch {batch_id!r}: sample ids must be non-empty and unique, got {sample_ids[:10]}")
+        shape = (len(sample_ids), self.n_cpgs)
+        if beta.shape != shape or beta.dtype != np.float32:
+            raise DataError(f"beta block of batch {batch_id!r} is {beta.dtype}{beta.shape}; expected float32{shape}")
+        if coverage.shape != shape or coverage.dtype != self.coverage_dtype:
+            raise DataError(
+                f"coverage block of batch {batch_id!r} is {coverage.dtype}{coverage.shape}; "
+                f"expected {self.coverage_dtype}{shape}"
+            )
+        with np.errstate(invalid="ignore"):
+            bad_rows = np.flatnonzero(((beta < 0) | (beta > 1)).any(axis=1))
+        if len(bad_rows):
+            raise DataError(
+                f"beta of sample {sample_ids[bad_rows[0]]!r} (batch {batch_id!r}) lies outside [0, 1]; "
+                "betas are methylated fractions"
+            )
+
+    def _write_rows(self, start: int, beta: np.ndarray, coverage: np.ndarray) -> None:
+        """Write whole new shards at rows ``start:``, past the committed rows."""
+        n_rows = _round_up(len(beta), self.layout.sample_block)
+        for name, block, fill in (("beta", beta, np.nan), ("coverage", coverage, 0)):
+            arr = self.array(name, writable=True)
+            if arr.shape[0] != start:
+                # Rows past the commit point are orphans of an interrupted append:
+                # shrinking the array deletes their shards before we write anew.
+                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - start)
+                arr.resize((start, self.n_cpgs))
+            arr.resize((start + n_rows, self.n_cpgs))
+            # One write per block of shard rows, so that every write covers whole
+            # shards (zarr would otherwise read back and rewrite a shard).
+            step = self.layout.sample_block
+            for lo in range(0, n_rows, step):
+                piece = block[lo : lo + step]
+                if len(piece) < step:  # the batch's last block: pad with empty rows
+                    piece = np.concatenate([piece, np.full((step - len(piece), self.n_cpgs), fill, block.dtype)])
+                arr[start + lo : start + lo + step, :] = piece
+
+    # -- reporting ------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """A summary for ``xr-methyl info``."""
+        return {
+            "path": self.storage.uri,
+            "samples": len(self.sample_ids),
+            "rows": self.commit.n_rows,
+            "batches": len(self.batches),
+            "cpgs": self.n_cpgs,
+            "layout": self.manifest["layout"],
+            "coverage_dtype": self.manifest["coverage_dtype"],
+            "warehouse": self.manifest.get("warehouse"),
+            "created_at": self.manifest.get("created_at"),
+            "bytes": {"beta": self.storage.size(BETA), "coverage": self.storage.size(COVERAGE), "total": self.storage.size()},
+        }
+
+
+def _round_up(n: int, block: int) -> int:
+    return -(-n // block) * block
+
+
+def _refuse_existing(storage: LocalStorage) -> None:
+    if storage.exists():
+        kind = "a methylzarr store" if storage.exists(MANIFEST) else "something"
+        raise StoreExistsError(
+            f"{storage.uri} already holds {kind}; MethylStore.create never overwrites. "
+            "Open it with MethylStore.open, or choose a new path."
+        )
+
+
+def _read_json(storage: LocalStorage, key: str, kind: type):
+    try:
+        value = storage.read_json(key)
+    except FileNotFoundError:
+        raise CorruptStoreError(f"{storage.uri} is missing {key}; the store is incomplete") from None
+    except ValueError as err:
+        raise CorruptStoreError(f"{storage.uri}/{key} is not valid JSON ({err}); the file is corrupt") from err
+    if not isinstance(value, kind):
+        raise CorruptStoreError(f"{storage.uri}/{key} holds a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
+def _axis_from(cpg_ids, warehouse) -> CpgAxis:
+    import pyarrow as pa
+
+    if cpg_ids is None:
+        if warehouse is None:
+            raise StoreError("give cpg_ids or a warehouse: the CpG axis must be fixed when a store is created")
+        return CpgAxis.from_table(warehouse.cpgs())
+    if isinstance(cpg_ids, pa.Table):
+        return CpgAxis.from_table(cpg_ids)
+    if hasattr(cpg_ids, "columns") and "cpg_id" in getattr(cpg_ids, "columns", ()):  # a pandas DataFrame
+        return CpgAxis.from_table(pa.Table.from_pandas(cpg_ids, preserve_index=False))
+    axis = CpgAxis.from_ids([str(c) if isinstance(c, np.str_) else c for c in cpg_ids])
+    if warehouse is None:
+        return axis
+    # Loci of the requested ids, from the warehouse's cpgs table.
+    import pyarrow.compute as pc
+
+    table = warehouse.cpgs()
+    wanted = axis.to_arrow()
+    where = pc.index_in(wanted, value_set=table.column("cpg_id").combine_chunks().cast(pa.string()))
+    if where.null_count:
+        unknown = wanted.filter(pc.is_null(where))
+        raise DataError(
+            f"{len(unknown)} cpg_id(s) are not in the warehouse's cpgs table, e.g. {unknown[0].as_py()!r}"
+        )
+    return CpgAxis.from_table(table.take(where))
+
+
+def _create_array(storage: LocalStorage, key: str, n_cpgs: int, layout: Layout, dtype, fill, level: int) -> None:
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    zarr.create_array(
+        store=storage.zarr_store(key, read_only=False),
+        shape=(0, n_cpgs),
+        dtype=dtype,
+        chunks=(layout.chunk_rows, layout.cpg_chunk),
+        shards=(layout.sample_block, layout.cpg_shard),
+        fill_value=fill,
+        compressors=ZstdCodec(level=level),
+        dimension_names=["sample", "cpg"],
+        attributes={"_methylzarr": {"role": key.removesuffix(".zarr")}},
+    )
