@@ -22,10 +22,12 @@ import pyarrow as pa
 
 from xr_methyl.errors import DataError
 
-#: The long value tables and the dtype their ``value`` column is exported as.
-VALUE_TABLES: dict[str, pa.DataType] = {"beta": pa.float64(), "coverage": pa.int64()}
+#: The long value tables, in the order the loader exports them.
+VALUE_TABLES: tuple[str, ...] = ("beta", "coverage")
 
 #: Columns of every exported Parquet file (``batch_id`` is the partition, in the path).
+#: Both tables export ``value`` as double: it holds every coverage count exactly, and
+#: the scatter checks that coverage values are whole numbers within the store's dtype.
 EXPORT_SCHEMA = pa.schema([("sample_id", pa.string()), ("cpg_id", pa.string()), ("value", pa.float64())])
 
 # Ids reach SQL only as parameters, but an id that cannot be a real sample id
