@@ -1,0 +1,70 @@
+# --- end-to-end fixtures: warehouse -> store -> dataset ---
+"""Shared fixtures: one small synthetic cohort per session, and the truth to compare with.
+
+The truth is computed independently of xr_methyl's export, locate and scatter:
+the Iceberg tables are read back with pyiceberg and pivoted with pandas.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xr_methyl import LocalWarehouse, MethylStore
+from xr_methyl.synthetic import build_cohort
+
+N_SAMPLES, N_CPGS, BATCH_SIZE = 20, 3000, 8
+
+
+@dataclass
+class Truth:
+    beta: pd.DataFrame  # samples x cpgs, float32, NaN where the warehouse has no row
+    coverage: pd.DataFrame  # samples x cpgs, int, 0 where the warehouse has no row
+    samples: pd.DataFrame  # sample_batch_map indexed by sample_id
+
+
+def read_truth(warehouse: LocalWarehouse) -> Truth:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("xr_methyl", uri=f"sqlite:///{warehouse.path}/catalog.db",
+                         warehouse=f"file://{warehouse.path}/warehouse")
+
+    def table(name):
+        return catalog.load_table(f"methylation.{name}").scan().to_arrow().to_pandas()
+
+    cpg_order = table("cpgs")["cpg_id"]
+    samples = table("sample_batch_map").set_index("sample_id").sort_index()
+    beta = table("beta").pivot(index="sample_id", columns="cpg_id", values="beta")
+    coverage = table("coverage").pivot(index="sample_id", columns="cpg_id", values="coverage")
+    beta = beta.reindex(index=samples.index, columns=cpg_order).astype(np.float32)
+    coverage = coverage.reindex(index=samples.index, columns=cpg_order).fillna(0).astype(np.int64)
+    return Truth(beta=beta, coverage=coverage, samples=samples)
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cohort") / "warehouse"
+    return build_cohort(LocalWarehouse(path), n_samples=N_SAMPLES, n_cpgs=N_CPGS, batch_size=BATCH_SIZE, seed=3)
+
+
+@pytest.fixture(scope="session")
+def truth(cohort):
+    return read_truth(LocalWarehouse(cohort.warehouse.path))
+
+
+@pytest.fixture
+def warehouse(cohort):
+    """The session's warehouse: read it, never change it (see `own_cohort`)."""
+    return LocalWarehouse(cohort.warehouse.path)
+
+
+@pytest.fixture
+def own_cohort(tmp_path):
+    """A small cohort of the test's own, free to break or delete."""
+    return build_cohort(LocalWarehouse(tmp_path / "own-warehouse"), n_samples=10, n_cpgs=500, batch_size=4, seed=11)
+
+
+@pytest.fixture
+def store(warehouse, tmp_path):
+    return MethylStore.create(tmp_path / "cohort.methyl.zarr", warehouse=warehouse)
