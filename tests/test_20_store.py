@@ -257,4 +257,4 @@ def test_layout_is_validated():
         Layout(sample_block=6, chunk_rows=4).for_axis(100)
     with pytest.raises(ValueError, match="positive integer"):
         Layout(cpg_chunk=0).for_axis(100)
-    assert Layout(cpg_chunk=32, cpg_shard=2**21).for_axis(100) == Layout(8, 8, 32, 128)
+    assert Layout(cpg_chunk=32, cpg_shard=2**21).for_axis(100) == Layout(8, 1, 32, 128)

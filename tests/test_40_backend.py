@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from xr_methyl import Loader, MethylStore
+from xr_methyl import Layout, Loader, MethylStore
 from xr_methyl.backend import MethylZarrBackendEntrypoint
 
 
@@ -149,3 +149,17 @@ def test_importing_the_package_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("layout", [Layout(sample_block=8, chunk_rows=8, cpg_chunk=512, cpg_shard=1024),
+                                    Layout(sample_block=4, chunk_rows=2, cpg_chunk=1000, cpg_shard=3000)])
+def test_any_layout_reads_the_same_values(warehouse, truth, tmp_path, layout):
+    store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse, layout=layout)
+    ids = ["S0019", "S0003", "S0004", "S0011", "S0000"]
+    Loader(store).ingest(ids, progress=False)
+    ds = xr.open_dataset(store.storage.root, engine="methylzarr")
+    order = ["S0000", "S0019", "S0004", "S0003", "S0011", "S0004"]
+    np.testing.assert_array_equal(ds.beta.sel(sample=order).values, truth.beta.loc[order].to_numpy())
+    cols = [7, 1500, 2999, 3]
+    np.testing.assert_array_equal(ds.coverage.sel(sample=order).isel(cpg=cols).values,
+                                  truth.coverage.loc[order].iloc[:, cols].to_numpy())
