@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.errors import WarehouseError
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Locator:
         """Stream the rows of a pyarrow dataset (columns sample_id, cpg_id, value) as positions.
 
         Rows of samples outside ``sample_ids`` are an error of the export and
-        raise ``ValueError``; rows whose cpg_id is not on the axis come back
+        raise :class:`WarehouseError`; rows whose cpg_id is not on the axis come back
         with ``col = -1`` for the caller to count and drop.
         """
         samples = pa.table({"sample_id": pa.array(list(sample_ids), pa.string()),
@@ -71,7 +72,10 @@ class Locator:
             for batch in reader:
                 row = batch.column(0)
                 if row.null_count:
-                    raise ValueError(f"the export holds {row.null_count} row(s) of samples that were not requested")
+                    raise WarehouseError(
+                        f"the export holds {row.null_count} row(s) of samples that were not requested; "
+                        "the warehouse's export must return exactly the requested (batch, sample) pairs"
+                    )
                 yield Located(
                     rows=row.to_numpy(),
                     cols=batch.column(1).to_numpy(),
