@@ -8,7 +8,8 @@ The data path, one module per stage::
     store       wide blocks -> Zarr v3 + sidecars, one commit point
     loader      the steps above, for the samples a store lacks
     backend     store -> lazy labelled Dataset (engine="methylzarr")
-    accessor    ds.methyl.ensure(...)
+    accessor    ds.methyl.ensure(...), .mask, .m_values, .select_features
+    analysis    the pure computations behind those (xarray in, xarray out)
 
 Importing this package registers the ``.methyl`` accessor and stays light:
 pyiceberg, duckdb, pyathena and boto3 load only where they are used.
