@@ -70,6 +70,7 @@ _PART_DIR = re.compile(r"batch_index=([0-9]+)")
 _GLOB = re.compile(r"[*?\[\]{}]")
 # URI schemes of IcebergWarehouse.from_uri -> pyiceberg catalog types.
 _CATALOG_TYPES = {"glue": "glue", "rest": "rest", "sql": "sql", "hive": "hive", "dynamodb": "dynamodb"}
+_REGION_KEYS = ("glue.region", "s3.region", "client.region")
 # Property names that may hold a secret: never written out by describe().
 _SECRET = re.compile(r"secret|token|password|credential|access-key|session|signing|auth", re.IGNORECASE)
 
@@ -183,7 +184,7 @@ class IcebergWarehouse:
         properties = {"type": _CATALOG_TYPES[kind]}
         region = params.pop("region", None)
         if region:
-            properties.update({"glue.region": region, "s3.region": region, "client.region": region})
+            properties.update(dict.fromkeys(_REGION_KEYS, region))
         properties.update(params)
         return cls(name, properties=properties, namespace=namespace, staging_dir=staging_dir)
 
@@ -194,7 +195,13 @@ class IcebergWarehouse:
         kind = self.properties.get("type", "sql")
         scheme = {v: k for k, v in _CATALOG_TYPES.items()}.get(kind, kind)
         params = {"catalog": self.catalog_name} if self.catalog_name != "default" else {}
-        params.update({k: _strip_password(v) for k, v in sorted(self.properties.items())
+        properties = dict(self.properties)
+        regions = {properties.get(k) for k in _REGION_KEYS}
+        if len(regions) == 1 and None not in regions:  # what from_uri's region= sets
+            params["region"] = regions.pop()
+            for k in _REGION_KEYS:
+                del properties[k]
+        params.update({k: _strip_password(v) for k, v in sorted(properties.items())
                        if k != "type" and not _SECRET.search(k)})
         query = urlencode(params, safe=":/")
         return f"{scheme}://{self.namespace}" + (f"?{query}" if query else "")
