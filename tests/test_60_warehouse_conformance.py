@@ -26,7 +26,7 @@ import xarray as xr
 
 from aws_support import athena_for, moto_server, start_standin  # noqa: F401  (fixtures)
 from conftest import N_CPGS, N_SAMPLES, read_truth
-from test_10_warehouse_local import CPG_ORDER, CPGS, INJECTION, META, SAMPLES, _expected, _long_rows
+from test_10_warehouse_local import CPG_ORDER, INJECTION, SAMPLES, _expected, fill
 from xr_methyl import IcebergWarehouse, LocalWarehouse, Loader, MethylStore, Warehouse, open_warehouse
 from xr_methyl.errors import DataError
 from xr_methyl.synthetic import build_cohort
@@ -41,23 +41,6 @@ class Case:
     warehouse: Warehouse
     data: dict[str, pa.Table]  # the rows appended, for the expected answers
     standin: Any = None
-
-
-def fill(wh: IcebergWarehouse) -> dict[str, pa.Table]:
-    """The odd-id dataset of test_10 (quotes, unicode, path-like batch ids, stray rows)."""
-    wh.create_tables(metadata_schema=META)
-    wh.append("sample_batch_map", pa.table({
-        "sample_id": list(SAMPLES), "batch_id": [v[0] for v in SAMPLES.values()],
-        "age": [v[1] for v in SAMPLES.values()], "sex": [v[2] for v in SAMPLES.values()],
-    }))
-    wh.append("cpgs", pa.table(dict(zip(["cpg_id", "chrom", "pos"], map(list, zip(*CPGS))))))
-    data = {}
-    for table in ("beta", "coverage"):
-        data[table] = _long_rows(table)
-        half = data[table].num_rows // 2
-        wh.append(table, data[table].slice(0, half))
-        wh.append(table, data[table].slice(half))
-    return data
 
 
 def glue_warehouse(moto, namespace: str) -> IcebergWarehouse:
