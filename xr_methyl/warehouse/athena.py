@@ -38,6 +38,7 @@ from xr_methyl.warehouse.athena_sql import (
     batch_of_partition,
     check_identifier,
     check_sql_ids,
+    cpgs_unload_sql,
     plan_unloads,
     resolve_sql,
     split_for_resolve,
@@ -314,22 +315,27 @@ class AthenaWarehouse:
             cursor.close()
 
     def cpgs(self) -> pa.Table:
-        """The ``cpgs`` table in genome order (natural chromosome order, then position)."""
+        """The ``cpgs`` table in genome order (natural chromosome order, then position).
+
+        Tens of millions of rows are too many for ``GetQueryResults`` pages, so
+        the table is UNLOADed to Parquet and read from S3 like an export.
+        """
+        import pyarrow.parquet as pq
+
         from xr_methyl.warehouse.iceberg import genome_order
 
-        sql = (
-            'SELECT CAST("cpg_id" AS varchar) AS "cpg_id", CAST("chrom" AS varchar) AS "chrom", '
-            f'CAST("pos" AS bigint) AS "pos" FROM "{self.database}"."{self.tables["cpgs"]}"'
-        )
-        result, _ = self._run(sql, what="cpgs")
-        rows = result.fetchall()
-        out = pa.table(
-            {
-                "cpg_id": pa.array([r[0] for r in rows], pa.string()),
-                "chrom": pa.array([r[1] for r in rows], pa.string()),
-                "pos": pa.array([r[2] for r in rows], pa.int64()),
-            }
-        )
+        run = f"{self.unload_location}cpgs-{uuid.uuid4().hex}/"
+        try:
+            result, _ = self._run(cpgs_unload_sql(self.database, self.tables["cpgs"], run), what="cpgs")
+            files = self._read_manifest(result.data_manifest_location, result.query_id)
+            if any(not f.startswith(run) for f in files):
+                raise WarehouseError(f"UNLOAD of cpgs listed files outside {run}: {files[:3]}")
+            fs = self._filesystem()
+            schema = pa.schema([("cpg_id", pa.string()), ("chrom", pa.string()), ("pos", pa.int64())])
+            parts = [pq.read_table(f.removeprefix("s3://"), filesystem=fs).cast(schema) for f in files]
+            out = pa.concat_tables(parts) if parts else schema.empty_table()
+        finally:
+            self._remove_prefix(run)
         return genome_order(out)
 
     def resolve_samples(self, sample_ids: Sequence[str]) -> pa.Table:

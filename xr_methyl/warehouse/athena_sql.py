@@ -34,6 +34,7 @@ __all__ = [
     "batch_of_partition",
     "check_identifier",
     "check_sql_ids",
+    "cpgs_unload_sql",
     "plan_unloads",
     "quote_identifier",
     "quote_literal",
@@ -143,6 +144,17 @@ class Unload:
     sql: str
     location: str  # s3://.../ ending in "/"
     batches: dict[str, list[str]]
+
+
+def cpgs_unload_sql(database: str, table: str, location: str) -> str:
+    """UNLOAD of the whole ``cpgs`` table (the CpG axis) to Parquet under ``location``."""
+    if not location.startswith("s3://") or not location.endswith("/"):
+        raise ValueError(f"unload location {location!r}: expected s3://bucket/prefix/ ending in '/'")
+    return (
+        'UNLOAD (SELECT CAST("cpg_id" AS varchar) AS "cpg_id", CAST("chrom" AS varchar) AS "chrom", '
+        f'CAST("pos" AS bigint) AS "pos" FROM {quote_identifier(database)}.{quote_identifier(table)}) '
+        f"TO {quote_literal(location)} WITH (format = 'PARQUET', compression = 'SNAPPY')"
+    )
 
 
 def _head(database: str, table: str, value_column: str) -> str:
