@@ -24,14 +24,18 @@ class Truth:
     samples: pd.DataFrame  # sample_batch_map indexed by sample_id
 
 
-def read_truth(warehouse: LocalWarehouse) -> Truth:
-    from pyiceberg.catalog.sql import SqlCatalog
+def read_truth(warehouse) -> Truth:
+    """Pivot the Iceberg tables of a LocalWarehouse or IcebergWarehouse, read whole with pyiceberg."""
+    from pyiceberg.catalog import load_catalog
 
-    catalog = SqlCatalog("xr_methyl", uri=f"sqlite:///{warehouse.path}/catalog.db",
-                         warehouse=f"file://{warehouse.path}/warehouse")
+    if isinstance(warehouse, LocalWarehouse):
+        catalog = load_catalog("xr_methyl", type="sql", uri=f"sqlite:///{warehouse.path}/catalog.db",
+                               warehouse=f"file://{warehouse.path}/warehouse")
+    else:
+        catalog = load_catalog(warehouse.catalog_name, **warehouse.properties)
 
     def table(name):
-        return catalog.load_table(f"methylation.{name}").scan().to_arrow().to_pandas()
+        return catalog.load_table(f"{warehouse.namespace}.{name}").scan().to_arrow().to_pandas()
 
     cpg_order = table("cpgs")["cpg_id"]
     samples = table("sample_batch_map").set_index("sample_id").sort_index()

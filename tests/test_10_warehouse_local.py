@@ -103,8 +103,8 @@ def _long_rows(table: str) -> pa.Table:
     return pa.table({"batch_id": batch, "sample_id": sample, "cpg_id": cpg, table: values}).take(order)
 
 
-def _build(path: Path, value_types: dict | None = None) -> tuple[LocalWarehouse, dict[str, pa.Table]]:
-    wh = LocalWarehouse(path)
+def fill(wh, value_types: dict | None = None) -> dict[str, pa.Table]:
+    """Create the tables in any IcebergWarehouse and append the odd-id dataset; return what was appended."""
     wh.create_tables(metadata_schema=META, value_types=value_types)
     wh.append(
         "sample_batch_map",
@@ -125,7 +125,12 @@ def _build(path: Path, value_types: dict | None = None) -> tuple[LocalWarehouse,
         half = data[table].num_rows // 2
         wh.append(table, data[table].slice(0, half))
         wh.append(table, data[table].slice(half))
-    return wh, data
+    return data
+
+
+def _build(path: Path, value_types: dict | None = None) -> tuple[LocalWarehouse, dict[str, pa.Table]]:
+    wh = LocalWarehouse(path)
+    return wh, fill(wh, value_types)
 
 
 @pytest.fixture(scope="module", params=["64-bit", "32-bit"])

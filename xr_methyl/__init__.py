@@ -30,14 +30,16 @@ from xr_methyl.errors import (
 )
 from xr_methyl.loader import Loader, LoadReport
 from xr_methyl.store import Layout, MethylStore
-from xr_methyl.warehouse import Export, LocalWarehouse, Warehouse, open_warehouse
+from xr_methyl.warehouse import AthenaWarehouse, Export, IcebergWarehouse, LocalWarehouse, Warehouse, open_warehouse
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AthenaWarehouse",
     "CorruptStoreError",
     "DataError",
     "Export",
+    "IcebergWarehouse",
     "Layout",
     "LoadReport",
     "Loader",

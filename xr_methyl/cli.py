@@ -119,6 +119,10 @@ def _info(args) -> int:
     print(f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
           f"coverage {info['coverage_dtype']}")
     print(f"warehouse  {info['warehouse']}")
+    cost = info.get("warehouse_cost") or {}
+    if cost.get("queries"):
+        print(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
+              f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
     print(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
           f"coverage {_size(info['bytes']['coverage'])})")
     return 0

@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -26,6 +28,7 @@ from xr_methyl.errors import DataError, UnknownCpgError, UnknownCpgWarning, Unkn
 from xr_methyl.scatter import WideBlock
 from xr_methyl.store import MethylStore
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
+from xr_methyl.warehouse.athena import PROVENANCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ class Loader:
 
         t0 = time.perf_counter()
         wh = self.warehouse
-        groups, metadata = self._resolve(wh, missing)
+        groups, metadata, resolve_queries = self._resolve(wh, missing)
         report.seconds["resolve"] = time.perf_counter() - t0
         log.info("ingesting %d sample(s) in %d batch(es)", len(missing), len(groups))
 
@@ -152,7 +155,8 @@ class Loader:
                 bar.set_postfix_str(f"batch {batch_id}: write")
                 t0 = time.perf_counter()
                 added = self.store.append(batch_id, members, blocks["beta"], blocks["coverage"],
-                                          metadata={s: metadata[s] for s in members})
+                                          metadata={s: metadata[s] for s in members},
+                                          provenance=_provenance(wh, batch_id, resolve_queries, exports))
                 t_write += time.perf_counter() - t0
                 report.ingested.extend(added)
                 report.batches.append(batch_id)
@@ -177,6 +181,9 @@ class Loader:
     def _resolve(self, wh: Warehouse, missing: list[str]):
         """Group missing samples by batch; fail on unknown ids before writing anything."""
         table = wh.resolve_samples(missing)
+        # Warehouses that run billed queries list them in the schema metadata.
+        raw = (table.schema.metadata or {}).get(PROVENANCE_KEY)
+        queries = [{**q, "table": "sample_batch_map"} for q in json.loads(raw)] if raw else []
         found = table.column("sample_id").to_pylist()
         unknown = sorted(set(missing) - set(found))
         if unknown:
@@ -190,7 +197,7 @@ class Loader:
             record.pop("sample_id")
             groups.setdefault(batch, []).append(s)
             metadata[s] = {k: _json_safe(v) for k, v in record.items()}
-        return groups, metadata
+        return groups, metadata, queries
 
     def _scatter(self, locator, export, table: str, batch_id: str, members: list[str], report: LoadReport):
         dtype = "float32" if table == "beta" else self.store.coverage_dtype
@@ -219,6 +226,28 @@ class Loader:
             shown = ", ".join(f"({s!r}, {c!r}) x{n}" for s, c, n in examples)
             raise DataError(f"{table} of batch {batch_id!r}: duplicate rows for (sample, cpg) pairs: {shown}; "
                             "each sample has at most one row per CpG") from err
+
+
+def _provenance(wh: Warehouse, batch_id: str, resolve_queries: list[dict], exports: dict) -> dict:
+    """What producing one batch cost: the queries behind it (shared with the other
+    batches of the same ingest, so totals count each query id once) and how each
+    value table was exported."""
+    queries = list(resolve_queries)
+    tables = {}
+    for table, export in exports.items():
+        details = dict(export.provenance)
+        for q in details.pop("queries", []):
+            if batch_id in q.get("batches", [batch_id]):
+                queries.append({**{k: v for k, v in q.items() if k != "batches"}, "table": table})
+        tables[table] = {k: _json_safe(v) for k, v in details.items() if k not in ("bytes_scanned", "dollars")}
+    return {
+        "warehouse": wh.describe(),
+        "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "queries": queries,
+        "bytes_scanned": sum(int(q.get("bytes_scanned") or 0) for q in queries),
+        "dollars": sum(float(q.get("dollars") or 0.0) for q in queries),
+        "exports": tables,
+    }
 
 
 def _json_safe(value):

@@ -9,6 +9,7 @@ Layout of a store directory::
     manifest.json          immutable facts: n_cpgs, sha256 of the axis, layout, warehouse
     ingested_batches.json  {batch_id: [sample_id, ...]}         (written ahead, see below)
     samples.json           per-sample metadata (batch, age, ...)   (written ahead)
+    provenance.json        per batch: what each append cost (queries, bytes)  (written ahead)
     sample_ids.json        one entry per committed row; THE COMMIT POINT
 
 How an append stays all-or-nothing
@@ -56,6 +57,7 @@ MANIFEST = "manifest.json"
 SAMPLE_IDS = "sample_ids.json"
 BATCHES = "ingested_batches.json"
 SAMPLES = "samples.json"
+PROVENANCE = "provenance.json"
 LOCK = "write.lock"
 
 COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
@@ -330,6 +332,7 @@ class MethylStore:
         coverage: np.ndarray,
         *,
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        provenance: Mapping[str, Any] | None = None,
         lock_timeout: float = 600.0,
     ) -> list[str]:
         """Append one batch of samples and commit it; return the ids actually added.
@@ -337,6 +340,8 @@ class MethylStore:
         ``beta`` is ``(len(sample_ids), n_cpgs)`` float32 in [0, 1] with NaN for
         missing; ``coverage`` the same shape in the store's coverage dtype.
         Samples that another writer committed meanwhile are skipped.
+        ``provenance`` (JSON-able: the warehouse queries that produced the
+        batch, bytes scanned, cost) is kept with the batch in ``provenance.json``.
         """
         sample_ids = list(sample_ids)
         self._check_block(batch_id, sample_ids, beta, coverage)
@@ -359,6 +364,10 @@ class MethylStore:
             for s in sample_ids:
                 samples[s] = {"batch_id": batch_id, **dict((metadata or {}).get(s, {}))}
             self.storage.write_json(SAMPLES, samples)
+            if provenance is not None:
+                entries = self._committed_provenance(commit)
+                entries.setdefault(batch_id, []).append({"samples": sample_ids, **dict(provenance)})
+                self.storage.write_json(PROVENANCE, entries)
             padding = [None] * (_round_up(len(sample_ids), self.layout.sample_block) - len(sample_ids))
             self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
             self.refresh()
@@ -406,6 +415,37 @@ class MethylStore:
                     piece = np.concatenate([piece, np.full((step - len(piece), self.n_cpgs), fill, block.dtype)])
                 arr[start + lo : start + lo + step, :] = piece
 
+    # -- provenance -----------------------------------------------------------------------
+    def _committed_provenance(self, commit: Commit) -> dict[str, list[dict[str, Any]]]:
+        """``provenance.json`` without entries of appends that never committed."""
+        if not self.storage.exists(PROVENANCE):
+            return {}
+        committed = commit.row_of
+        out: dict[str, list[dict[str, Any]]] = {}
+        for batch, entries in _read_json(self.storage, PROVENANCE, dict).items():
+            kept = [e for e in entries if isinstance(e, dict) and any(s in committed for s in e.get("samples", []))]
+            if kept:
+                out[batch] = kept
+        return out
+
+    @property
+    def provenance(self) -> dict[str, list[dict[str, Any]]]:
+        """``{batch_id: [entry, ...]}``: one entry per committed append that recorded its cost."""
+        return self._committed_provenance(self.commit)
+
+    def cost(self) -> dict[str, Any]:
+        """Totals over the committed provenance: queries (each counted once), bytes scanned, dollars."""
+        queries: dict[str, dict[str, Any]] = {}
+        for entries in self.provenance.values():
+            for entry in entries:
+                for q in entry.get("queries", []):
+                    queries.setdefault(str(q.get("query_id")), q)
+        return {
+            "queries": len(queries),
+            "bytes_scanned": sum(int(q.get("bytes_scanned") or 0) for q in queries.values()),
+            "dollars": sum(float(q.get("dollars") or 0.0) for q in queries.values()),
+        }
+
     # -- reporting ------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """A summary for ``xr-methyl info``."""
@@ -419,6 +459,7 @@ class MethylStore:
             "coverage_dtype": self.manifest["coverage_dtype"],
             "warehouse": self.manifest.get("warehouse"),
             "created_at": self.manifest.get("created_at"),
+            "warehouse_cost": self.cost(),
             "bytes": {"beta": self.storage.size(BETA), "coverage": self.storage.size(COVERAGE), "total": self.storage.size()},
         }
 

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from xr_methyl.warehouse.iceberg import IcebergWarehouse
 from xr_methyl.warehouse.local import LocalWarehouse
 
 __all__ = ["Cohort", "build_cohort"]
@@ -63,7 +64,7 @@ class Cohort:
         Fraction of CpGs each sample has no row for.
     """
 
-    warehouse: LocalWarehouse
+    warehouse: IcebergWarehouse
     sample_ids: list[str]
     batch_ids: list[str]
     cpg_ids: pa.Array
@@ -120,7 +121,7 @@ def _cpg_means(rng: np.random.Generator, n_cpgs: int) -> np.ndarray:
 
 
 def build_cohort(
-    warehouse: LocalWarehouse | str | os.PathLike,
+    warehouse: IcebergWarehouse | str | os.PathLike,
     *,
     n_samples: int = 32,
     n_cpgs: int = 100_000,
@@ -137,7 +138,9 @@ def build_cohort(
     Parameters
     ----------
     warehouse
-        A :class:`LocalWarehouse` or its directory; its tables must not exist yet.
+        A :class:`LocalWarehouse` or its directory, or any
+        :class:`~xr_methyl.warehouse.iceberg.IcebergWarehouse` (Glue, ...); its
+        tables must not exist yet.
     n_samples, n_cpgs
         Size of the cohort.
     batch_size
@@ -162,7 +165,7 @@ def build_cohort(
         The design (ids, ages, age CpGs, ...), not the values.
     """
     _check_args(n_samples, n_cpgs, batch_size, n_chroms, n_age_cpgs, missing_fraction)
-    wh = warehouse if isinstance(warehouse, LocalWarehouse) else LocalWarehouse(warehouse)
+    wh = warehouse if isinstance(warehouse, IcebergWarehouse) else LocalWarehouse(warehouse)
     rng = np.random.default_rng(seed)
 
     # --- design: samples, batches, CpGs, age effects

@@ -1,9 +1,14 @@
 """Warehouses: where the long tables live.
 
-``Warehouse`` is the protocol; ``LocalWarehouse`` is the embedded default (a real
-Iceberg warehouse on local disk, queried with DuckDB).  Heavy clients (pyiceberg,
-duckdb, pyathena, boto3) are imported inside the methods that use them, so
-importing this package stays cheap.
+``Warehouse`` is the protocol.  Implementations:
+
+* ``LocalWarehouse``: the embedded default, a real Iceberg warehouse on local
+  disk (pyiceberg sqlite catalog), read with DuckDB;
+* ``IcebergWarehouse``: the same over any pyiceberg catalog (Glue, REST, SQL);
+* ``AthenaWarehouse``: Amazon Athena through PyAthena, exporting with UNLOAD.
+
+Heavy clients (pyiceberg, duckdb, pyathena, boto3) are imported inside the
+methods that use them, so importing this package stays cheap.
 """
 
 from __future__ import annotations
@@ -13,16 +18,36 @@ from pathlib import Path
 
 from xr_methyl.errors import WarehouseError
 from xr_methyl.warehouse.base import EXPORT_SCHEMA, VALUE_TABLES, Export, Warehouse, check_ids
+from xr_methyl.warehouse.athena import AthenaWarehouse
+from xr_methyl.warehouse.iceberg import IcebergWarehouse
 from xr_methyl.warehouse.local import LocalWarehouse
 
-__all__ = ["EXPORT_SCHEMA", "VALUE_TABLES", "Export", "LocalWarehouse", "Warehouse", "check_ids", "open_warehouse"]
+__all__ = [
+    "EXPORT_SCHEMA",
+    "VALUE_TABLES",
+    "AthenaWarehouse",
+    "Export",
+    "IcebergWarehouse",
+    "LocalWarehouse",
+    "Warehouse",
+    "check_ids",
+    "open_warehouse",
+]
+
+#: URI schemes of Iceberg catalogs read directly (see IcebergWarehouse.from_uri).
+_ICEBERG_SCHEMES = ("glue", "rest", "sql", "hive", "dynamodb")
 
 
 def open_warehouse(spec: Warehouse | str | os.PathLike) -> Warehouse:
-    """Turn a warehouse object, a ``file://`` URI or a local path into a warehouse.
+    """Turn a warehouse object, a URI or a local path into a warehouse.
 
     The string forms are what :meth:`Warehouse.describe` returns and what the
-    store's manifest records.
+    store's manifest records:
+
+    * a local path or ``file:///path``: :class:`LocalWarehouse`;
+    * ``athena://<database>?unload_location=s3://...&s3_staging_dir=s3://...&region=...``:
+      :class:`AthenaWarehouse`;
+    * ``glue://<database>?region=...`` (also ``rest://``, ``sql://``): :class:`IcebergWarehouse`.
     """
     if isinstance(spec, Warehouse):
         return spec
@@ -33,9 +58,13 @@ def open_warehouse(spec: Warehouse | str | os.PathLike) -> Warehouse:
             return LocalWarehouse(Path(spec.removeprefix("file://")))
         if "://" not in spec:
             return LocalWarehouse(Path(spec))
-        scheme = spec.split("://", 1)[0]
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme == "athena":
+            return AthenaWarehouse.from_uri(spec)
+        if scheme in _ICEBERG_SCHEMES:
+            return IcebergWarehouse.from_uri(spec)
         raise WarehouseError(
-            f"unsupported warehouse URI scheme {scheme!r} in {spec!r}; expected a local path or file:// URI "
-            "of an embedded Iceberg warehouse"
+            f"unsupported warehouse URI scheme {scheme!r} in {spec!r}; expected a local path, file://, athena:// "
+            f"or an Iceberg catalog ({', '.join(s + '://' for s in _ICEBERG_SCHEMES)})"
         )
     raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__} {spec!r}")

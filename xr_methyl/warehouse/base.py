@@ -57,6 +57,28 @@ def check_ids(ids: Iterable[object], *, what: str = "sample id") -> list[str]:
     return out
 
 
+def report_duplicate_samples(rows: pa.Table, where: str) -> None:
+    """Raise a :class:`DataError` naming samples with several rows in ``sample_batch_map``.
+
+    ``rows`` has ``sample_id`` and ``batch_id`` columns; ``where`` names the table.
+    """
+    by_sample: dict[str, set[str]] = {}
+    counts: dict[str, int] = {}
+    for s, b in zip(rows["sample_id"].to_pylist(), rows["batch_id"].to_pylist()):
+        by_sample.setdefault(s, set()).add(b)
+        counts[s] = counts.get(s, 0) + 1
+    multi = {s: sorted(b, key=str) for s, b in by_sample.items() if len(b) > 1}
+    if multi:
+        shown = "; ".join(f"{s!r} -> {b}" for s, b in list(multi.items())[:10])
+        raise DataError(
+            f"{len(multi)} sample(s) mapped to more than one batch in {where}: {shown}; "
+            "each sample must belong to exactly one batch: fix sample_batch_map"
+        )
+    dup = [s for s, n in counts.items() if n > 1]
+    if dup:
+        raise DataError(f"sample(s) {dup[:10]} have conflicting metadata rows in {where}; keep one row per sample")
+
+
 @dataclass
 class Export:
     """Long rows of one value table, written as Parquet partitioned by batch.
