@@ -28,7 +28,7 @@ from xr_methyl.errors import DataError, UnknownCpgError, UnknownCpgWarning, Unkn
 from xr_methyl.scatter import WideBlock
 from xr_methyl.store import MethylStore
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
-from xr_methyl.warehouse.athena import PROVENANCE_KEY
+from xr_methyl.warehouse.base import PROVENANCE_KEY
 
 log = logging.getLogger(__name__)
 

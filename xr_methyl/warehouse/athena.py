@@ -43,14 +43,12 @@ from xr_methyl.warehouse.athena_sql import (
     resolve_sql,
     split_for_resolve,
 )
-from xr_methyl.warehouse.base import VALUE_TABLES, Export, report_duplicate_samples
+from xr_methyl.warehouse.base import PROVENANCE_KEY, VALUE_TABLES, Export, report_duplicate_samples
 
-__all__ = ["AthenaWarehouse", "PROVENANCE_KEY"]
+__all__ = ["AthenaWarehouse"]
 
 log = logging.getLogger(__name__)
 
-#: Schema metadata key under which ``resolve_samples`` reports its queries (JSON).
-PROVENANCE_KEY = b"xr_methyl.queries"
 
 _TABLES = ("sample_batch_map", "beta", "coverage", "cpgs")
 # Options that describe() writes and from_uri() reads, with their types.

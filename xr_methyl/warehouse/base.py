@@ -25,6 +25,10 @@ from xr_methyl.errors import DataError
 #: The long value tables, in the order the loader exports them.
 VALUE_TABLES: tuple[str, ...] = ("beta", "coverage")
 
+#: Schema metadata key under which a warehouse's ``resolve_samples`` may report the
+#: queries it ran (JSON list of {query_id, bytes_scanned, ...}), for the store's provenance.
+PROVENANCE_KEY = b"xr_methyl.queries"
+
 #: Columns of every exported Parquet file (``batch_id`` is the partition, in the path).
 #: Both tables export ``value`` as double: it holds every coverage count exactly, and
 #: the scatter checks that coverage values are whole numbers within the store's dtype.
