@@ -111,19 +111,29 @@ class Loader:
         """Ensure the store holds ``sample_ids`` and return exactly those, in order.
 
         Returns a lazy ``xarray.Dataset`` with dims (sample, cpg) whose data
-        variables are dask arrays (``chunks``: a dict by dimension, default
-        about 64 MiB of beta per chunk, one CpG shard wide).  Repeated ids are
-        repeated in the result, as ``.sel`` does.
+        variables are dask arrays (``chunks``: a dict by dimension; by default
+        the requested samples of each store block, one CpG shard wide, so each
+        shard is read once).  Repeated ids are repeated in the result, as
+        ``.sel`` does.
         """
         from xr_methyl.backend import open_store_dataset
 
         ids = check_ids(sample_ids)
         self.ingest(ids, progress=progress)
-        # Select on the lazy backend arrays first, so each dask task reads its
-        # samples with one orthogonal zarr selection.
-        subset = open_store_dataset(self.store).sel(sample=ids)
-        chunks = dict(chunks) if chunks else self.default_chunks()
-        return subset.assign({name: var.chunk(chunks) for name, var in subset.data_vars.items()})
+        ds = open_store_dataset(self.store)
+        if chunks:
+            return ds.sel(sample=ids).chunk(dict(chunks))
+        # Chunks follow the store: the requested samples in store order, one chunk per
+        # sample block they occupy (each block's shards are read once), then put in the
+        # requested order by a lazy take.
+        rows = ds.indexes["sample"].get_indexer(ids)
+        order = np.argsort(rows, kind="stable")
+        store_rows = np.asarray(self.store.commit.rows)
+        block_of = {s: i // self.store.layout.sample_block for i, s in enumerate(store_rows) if s is not None}
+        _, per_block = np.unique([block_of[ids[i]] for i in order], return_counts=True)
+        in_store_order = ds.isel(sample=rows[order])
+        chunked = in_store_order.chunk({"sample": tuple(int(n) for n in per_block), "cpg": self.default_chunks()["cpg"]})
+        return chunked.isel(sample=np.argsort(order))
 
     def default_chunks(self) -> dict[str, int]:
         """About 64 MiB of float32 beta per chunk, one CpG shard wide."""
