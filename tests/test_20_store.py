@@ -49,8 +49,10 @@ def chunk_files(path):
 def test_create_writes_the_documented_layout(store, tmp_path):
     root = tmp_path / "s.methyl.zarr"
     names = {p.name for p in root.iterdir()}
-    assert {"beta.zarr", "coverage.zarr", "cpg_ids.npy", "cpg_loci.npz", "sample_ids.json",
+    assert {"beta.zarr", "coverage.zarr", "cpg_ids.npy", "cpg_index", "sample_ids.json",
             "ingested_batches.json", "samples.json", "manifest.json"} <= names
+    assert {p.name for p in (root / "cpg_index").iterdir()} == {
+        "sorted_ids.npy", "sorted_order.npy", "chrom.npy", "chrom_names.npy", "pos.npy", "locus_keys.npy"}
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["n_cpgs"] == N_CPGS
     assert manifest["layout"] == {"sample_block": 4, "chunk_shape": [4, 16], "shard_shape": [4, 64]}

@@ -3,12 +3,12 @@
 The data path, one module per stage::
 
     warehouse/  long rows (Iceberg via DuckDB; the Warehouse protocol)
-    locate      long rows -> (row, column) positions (a DuckDB hash join)
+    locate      long rows -> (row, column) positions (a numpy hash table over the axis)
     scatter     positions -> dense wide blocks (pure numpy)
     store       wide blocks -> Zarr v3 + sidecars, one commit point
     loader      the steps above, for the samples a store lacks
     backend     store -> lazy labelled Dataset (engine="methylzarr")
-    accessor    ds.methyl.ensure(...), .mask, .m_values, .select_features
+    accessor    ds.methyl.ensure(...), .region, .mask, .m_values, .select_features
     analysis    the pure computations behind those (xarray in, xarray out)
 
 Importing this package registers the ``.methyl`` accessor and stays light:

@@ -31,6 +31,28 @@ class MethylAccessor:
             )
         return path
 
+    def region(self, chrom: str, start: int, end: int) -> xr.Dataset:
+        """The CpGs on ``chrom`` with ``start <= pos < end``, by binary search over the loci.
+
+        Parameters
+        ----------
+        chrom
+            Chromosome name as in the store (e.g. ``"chr2"``).
+        start, end
+            Half-open range of positions, in the coordinates of the ``pos`` coordinate.
+
+        Returns
+        -------
+        xarray.Dataset
+            This Dataset restricted to those CpGs (in axis order; lazy).
+        """
+        from xr_methyl.cpg_index import CpgIndex
+
+        index = self._ds.xindexes.get("cpg")
+        if not isinstance(index, CpgIndex):
+            raise ValueError("this Dataset's cpg axis has no CpgIndex; open the store with engine='methylzarr'")
+        return self._ds.isel(cpg=index.region_positions(chrom, start, end))
+
     def store(self):
         """The :class:`~xr_methyl.MethylStore` behind this Dataset, freshly opened."""
         from xr_methyl.store import MethylStore

@@ -15,6 +15,8 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
+from xr_methyl.cpg_index import CpgIndex, locus_coords
+
 STORE_ATTR = "methylzarr_store"
 
 # Warehouses handed to open_dataset, by store location, so that ds.methyl.ensure
@@ -88,12 +90,7 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
         var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}
         data_vars[name] = var
 
-    coords: dict[str, Any] = {"sample": ("sample", sample_ids)}
-    axis = store.cpg_axis
-    coords["cpg"] = ("cpg", axis.labels())
-    if axis.has_loci:
-        coords["chrom"] = ("cpg", axis.chrom())
-        coords["pos"] = ("cpg", axis.pos)
+    coords: dict[str, Any] = {"sample": ("sample", sample_ids), **locus_coords(store.cpg_axis)}
     samples = [commit.samples.get(s, {}) for s in commit.sample_ids]
     for column in _metadata_columns(samples):
         coords[column] = ("sample", _column(samples, column))
@@ -101,7 +98,9 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
         coords.pop(name, None)
 
     attrs = {STORE_ATTR: store.storage.uri, "n_cpgs": store.n_cpgs}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    # cpg: lazy, behind an index that never hashes the ids (see cpg_index).
+    return ds.assign_coords(xr.Coordinates.from_xindex(CpgIndex(store.cpg_axis)))
 
 
 def _metadata_columns(samples: list[dict]) -> list[str]:

@@ -1,15 +1,22 @@
 """The CpG axis of a store: ids (and their genomic loci), fixed at creation.
 
 Ids are kept as a fixed-width byte array (``cpg_ids.npy``), which is compact,
-loads without pickle and hashes in one pass; the loci (chromosome, position)
-sit beside it in ``cpg_loci.npz`` when known.
+loads without pickle and hashes in one pass.  Beside it, ``cpg_index/`` holds
+the loci (chromosome code and position) and two look-up tables written once at
+creation: the ids sorted (with the column of each), for label look-ups by
+binary search, and the loci as sorted int64 keys ``chrom_code << 40 | pos``,
+for region look-ups.  Every one is a plain ``.npy`` file, memory-mapped when a
+store is opened, so opening costs no time or memory in the axis length and a
+look-up touches only the pages its binary search visits.  (Format 1 stores kept
+the loci in ``cpg_loci.npz``; their look-up tables are built in memory.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +37,17 @@ class CpgAxis:
     chrom_names: np.ndarray | None = None
     chrom_codes: np.ndarray | None = None
     pos: np.ndarray | None = None
+    #: Directory the arrays are memory-mapped from (None: in memory); pickles reopen it.
+    source: str | None = None
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __reduce__(self):
+        if self.source is not None:  # reopen the files instead of copying the arrays
+            return (CpgAxis.open, (self.source,))
+        return (CpgAxis, (self.ids, self.chrom_names, self.chrom_codes, self.pos))
 
     @property
     def has_loci(self) -> bool:
@@ -53,6 +68,60 @@ class CpgAxis:
         assert self.chrom_names is not None and self.chrom_codes is not None
         return self.chrom_names[self.chrom_codes]
 
+    # -- look-ups ------------------------------------------------------------------------
+    def _table(self, name: str) -> np.ndarray | None:
+        """A look-up table: memory-mapped from ``cpg_index/`` or, for in-memory axes, built once."""
+        if name not in self._tables:
+            if name in ("sorted_ids", "sorted_order"):
+                order = sort_order(self.ids)
+                self._tables.update(sorted_ids=self.ids[order], sorted_order=order)
+            else:
+                keys = locus_keys(self.chrom_codes, self.pos)
+                order = None if bool(np.all(keys[1:] >= keys[:-1])) else np.argsort(keys, kind="stable")
+                self._tables.update(locus_keys=keys if order is None else keys[order], locus_order=order)
+        return self._tables[name]
+
+    def columns_of(self, labels) -> tuple[np.ndarray, np.ndarray]:
+        """Columns of ``labels`` (strings) by binary search; ``-1`` and a mask for unknown ones.
+
+        Returns ``(columns, found)``: int64 columns in the order of ``labels``
+        and a boolean mask of the labels that are on the axis.
+        """
+        sorted_ids = self._table("sorted_ids")
+        keys = np.asarray(labels)
+        ascii_ok = np.ones(keys.shape, dtype=bool)
+        if keys.dtype.kind == "U" or keys.dtype == object:
+            keys = keys.astype(str)
+            # Non-ASCII labels cannot be ids; encode them as a stand-in and mark them unknown.
+            ascii_ok = np.vectorize(str.isascii, otypes=[bool])(keys) if keys.size else ascii_ok
+            keys = np.char.encode(keys, "ascii", "replace") if keys.size else keys.astype("S1")
+        where = np.searchsorted(sorted_ids, keys)
+        inside = (where < len(sorted_ids)) & ascii_ok
+        found = np.zeros(keys.shape, dtype=bool)
+        found[inside] = sorted_ids[where[inside]] == keys[inside]
+        columns = np.full(keys.shape, -1, dtype=np.int64)
+        columns[found] = self._table("sorted_order")[where[found]]
+        return columns, found
+
+    def region(self, chrom: str, start: int, end: int) -> slice | np.ndarray:
+        """Columns of CpGs on ``chrom`` with ``start <= pos < end``, in axis order.
+
+        A slice when the axis is in locus order (the usual case), else an array.
+        """
+        if not self.has_loci:
+            raise ValueError("this store's CpG axis has no loci (chrom, pos); select CpGs by id instead")
+        names = [str(c) for c in self.chrom_names]
+        if chrom not in names:
+            raise KeyError(f"no CpG on chromosome {chrom!r}; the axis has {', '.join(names[:30])}")
+        code = names.index(chrom)
+        keys = self._table("locus_keys")
+        lo, hi = np.searchsorted(keys, [(code << LOCUS_SHIFT) + max(int(start), 0),
+                                        (code << LOCUS_SHIFT) + max(int(end), 0)])
+        order = self._table("locus_order")
+        if order is None:
+            return slice(int(lo), int(hi))
+        return np.sort(order[lo:hi])
+
     def to_arrow(self) -> pa.Array:
         """The ids as an Arrow string array (for joins)."""
         ids = pa.array(self.ids, type=pa.binary())
@@ -65,7 +134,8 @@ class CpgAxis:
     def from_ids(cls, ids) -> CpgAxis:
         """An axis without loci from a sequence of id strings."""
         arr = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids), type=pa.string())
-        return cls(ids=_to_fixed_bytes(arr))
+        packed, order = _to_fixed_bytes(arr)
+        return cls(ids=packed)._with_order(order)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> CpgAxis:
@@ -82,18 +152,62 @@ class CpgAxis:
         pos = table.column("pos")
         if pos.null_count:
             raise DataError(f"{pos.null_count} CpG(s) have no position; every CpG needs chrom and pos")
-        return cls(
-            ids=_to_fixed_bytes(table.column("cpg_id")),
-            chrom_names=names,
-            chrom_codes=codes,
-            pos=pos.to_numpy().astype(np.int64),
-        )
+        packed, order = _to_fixed_bytes(table.column("cpg_id"))
+        axis = cls(ids=packed, chrom_names=names, chrom_codes=codes, pos=pos.to_numpy().astype(np.int64))
+        locus_keys(axis.chrom_codes, axis.pos)  # refuses positions a locus key cannot hold
+        return axis._with_order(order)
+
+    def _with_order(self, order: np.ndarray) -> CpgAxis:
+        self._tables.update(sorted_ids=self.ids[order], sorted_order=order)
+        return self
 
     # -- files ---------------------------------------------------------------------------
     def ids_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.save(buf, self.ids, allow_pickle=False)
-        return buf.getvalue()
+        return _npy_bytes(self.ids)
+
+    def index_files(self) -> dict[str, bytes]:
+        """The ``cpg_index/`` files of format 2: loci and the look-up tables."""
+        files = {"sorted_ids.npy": self._table("sorted_ids"), "sorted_order.npy": self._table("sorted_order")}
+        if self.has_loci:
+            files.update({"chrom.npy": self.chrom_codes, "chrom_names.npy": self.chrom_names, "pos.npy": self.pos,
+                          "locus_keys.npy": self._table("locus_keys")})
+            if self._table("locus_order") is not None:
+                files["locus_order.npy"] = self._table("locus_order")
+        return {name: _npy_bytes(array) for name, array in files.items()}
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> CpgAxis:
+        """Memory-map the axis of a format 2 store (``cpg_ids.npy`` and ``cpg_index/``)."""
+        root = os.fspath(directory)
+        index = os.path.join(root, INDEX_DIR)
+
+        def load(name: str, mmap: bool = True):
+            return np.load(os.path.join(index, name), mmap_mode="r" if mmap else None, allow_pickle=False)
+
+        try:
+            ids = np.load(os.path.join(root, "cpg_ids.npy"), mmap_mode="r", allow_pickle=False)
+            has_loci = os.path.exists(os.path.join(index, "pos.npy"))
+            axis = cls(
+                ids=ids,
+                chrom_names=load("chrom_names.npy", mmap=False) if has_loci else None,
+                chrom_codes=load("chrom.npy") if has_loci else None,
+                pos=load("pos.npy") if has_loci else None,
+                source=root,
+            )
+            axis._tables.update(sorted_ids=load("sorted_ids.npy"), sorted_order=load("sorted_order.npy"))
+            if has_loci:
+                ordered = os.path.exists(os.path.join(index, "locus_order.npy"))
+                axis._tables.update(locus_keys=load("locus_keys.npy"),
+                                    locus_order=load("locus_order.npy") if ordered else None)
+        except (ValueError, OSError, KeyError, EOFError) as err:
+            raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
+        for name, table in axis._tables.items():
+            if table is not None and len(table) != len(ids):
+                raise CorruptStoreError(
+                    f"{index}/{name} has {len(table)} entries for {len(ids)} CpGs; the CpG axis of a store "
+                    "must never change"
+                )
+        return axis
 
     def loci_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -112,8 +226,43 @@ class CpgAxis:
             raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
 
 
-def _to_fixed_bytes(arr) -> np.ndarray:
-    """Validate CpG ids and pack them into a fixed-width ASCII byte array."""
+#: Directory of a format 2 store holding the loci and look-up tables of the axis.
+INDEX_DIR = "cpg_index"
+#: Bits of ``pos`` in a locus key ``chrom_code << LOCUS_SHIFT | pos``.
+LOCUS_SHIFT = 40
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def locus_keys(chrom_codes: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """int64 keys that sort by (chromosome code, position)."""
+    pos = np.asarray(pos, dtype=np.int64)
+    if len(pos) and (pos.min() < 0 or pos.max() >= 1 << LOCUS_SHIFT):
+        raise DataError(f"CpG positions must lie within [0, 2**{LOCUS_SHIFT}); got {pos.min()}..{pos.max()}")
+    return (np.asarray(chrom_codes, dtype=np.int64) << LOCUS_SHIFT) | pos
+
+
+def sort_order(ids: np.ndarray) -> np.ndarray:
+    """``argsort`` of a fixed-width ``S`` array, far faster than numpy's string sort.
+
+    The NUL-padded bytes are read as big-endian 8-byte words, which compare as
+    the strings do (ids hold no NUL), and sorted with one ``lexsort``.
+    """
+    width = ids.dtype.itemsize
+    n_words = -(-width // 8)
+    padded = np.zeros((len(ids), n_words * 8), dtype=np.uint8)
+    padded[:, :width] = np.ascontiguousarray(ids).view(np.uint8).reshape(len(ids), width)
+    words = padded.view(">u8")
+    order = np.lexsort([words[:, k] for k in reversed(range(n_words))])
+    return order.astype(np.int32 if len(ids) < 2**31 else np.int64)
+
+
+def _to_fixed_bytes(arr) -> tuple[np.ndarray, np.ndarray]:
+    """Validate CpG ids and pack them into a fixed-width ASCII byte array; also return its sort order."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
@@ -132,12 +281,13 @@ def _to_fixed_bytes(arr) -> np.ndarray:
             "rename them in the cpgs table"
         )
     packed = _pack_fixed_width(arr.cast(pa.large_string()))
-    ordered = np.sort(packed)
+    order = sort_order(packed)
+    ordered = packed[order]
     repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(repeated):
         dup = ordered[repeated[0]].decode()
         raise DataError(f"CpG id {dup!r} appears more than once; the CpG axis needs unique ids")
-    return packed
+    return packed, order
 
 
 def _pack_fixed_width(arr: pa.LargeStringArray) -> np.ndarray:

@@ -5,9 +5,19 @@
 1. diff the ids against the store's committed samples;
 2. resolve the missing ones to their batches (unknown ids fail here, before
    anything is written);
-3. export each value table once for all missing batches;
-4. per batch: locate and scatter the long rows into wide blocks, append, commit;
+3. export each value table once for all missing batches (the embedded
+   warehouse's own Parquet files are read in place, without a staged copy);
+4. per batch: reserve its rows, locate and scatter the long rows into wide
+   blocks and write them in whole shards, commit; one batch after another, or
+   on dask workers in parallel with commits in order (``client=``);
 5. return the requested samples, in the requested order, as a lazy Dataset.
+
+Memory is bounded by ``max_memory``, not by the batch size or the CpG count:
+a batch whose wide blocks exceed it is filled in units of whole shards (a few
+sample blocks, or one sample block by a few CpG shards), each unit one pass
+over the batch's files (rows outside the unit are dropped before their ids are
+looked up, so only the Parquet decoding is repeated; splitting the CpG axis
+repeats the look-ups of the batch's ids).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import numpy as np
 
 from xr_methyl.errors import DataError, UnknownCpgError, UnknownCpgWarning, UnknownSamplesError
 from xr_methyl.scatter import WideBlock
-from xr_methyl.store import MethylStore
+from xr_methyl.store import MethylStore, RowRange
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
 from xr_methyl.warehouse.base import PROVENANCE_KEY
 
@@ -64,6 +74,10 @@ class Loader:
         What to do with warehouse rows whose cpg_id is not on the store's axis:
         ``"warn"`` (drop them with a warning giving the count), ``"error"`` or
         ``"ignore"``.
+    max_memory
+        Bytes the wide blocks of one batch may take at once (default 1 GiB);
+        larger batches are filled in units of whole shards.  The hash table of
+        the CpG axis (about 25 bytes per CpG) and Arrow's record batches come on top.
     """
 
     def __init__(
@@ -72,9 +86,13 @@ class Loader:
         warehouse: Warehouse | str | None = None,
         *,
         on_unknown_cpg: Literal["warn", "error", "ignore"] = "warn",
+        max_memory: int = 1 << 30,
     ) -> None:
         if on_unknown_cpg not in ("warn", "error", "ignore"):
             raise ValueError(f"on_unknown_cpg={on_unknown_cpg!r}: expected 'warn', 'error' or 'ignore'")
+        if not isinstance(max_memory, int) or max_memory < 1:
+            raise ValueError(f"max_memory={max_memory!r}: expected a positive number of bytes")
+        self.max_memory = max_memory
         self.store = store if isinstance(store, MethylStore) else MethylStore.open(store)
         self._warehouse = warehouse
         self.on_unknown_cpg = on_unknown_cpg
@@ -96,27 +114,42 @@ class Loader:
         """Ensure the store holds ``sample_ids`` and return exactly those, in order.
 
         Returns a lazy ``xarray.Dataset`` with dims (sample, cpg) whose data
-        variables are dask arrays (``chunks``: a dict by dimension, default
-        about 64 MiB of beta per chunk, one CpG shard wide).  Repeated ids are
-        repeated in the result, as ``.sel`` does.
+        variables are dask arrays (``chunks``: a dict by dimension; by default
+        the requested samples of each store block, one CpG shard wide, so each
+        shard is read once).  Repeated ids are repeated in the result, as
+        ``.sel`` does.
         """
         from xr_methyl.backend import open_store_dataset
 
         ids = check_ids(sample_ids)
         self.ingest(ids, progress=progress)
-        # Select on the lazy backend arrays first, so each dask task reads its
-        # samples with one orthogonal zarr selection.
-        subset = open_store_dataset(self.store).sel(sample=ids)
-        chunks = dict(chunks) if chunks else self.default_chunks()
-        return subset.assign({name: var.chunk(chunks) for name, var in subset.data_vars.items()})
+        ds = open_store_dataset(self.store)
+        if chunks:
+            return ds.sel(sample=ids).chunk(dict(chunks))
+        # Chunks follow the store: the requested samples in store order, one chunk per
+        # sample block they occupy (each block's shards are read once), then put in the
+        # requested order by a lazy take.
+        rows = ds.indexes["sample"].get_indexer(ids)
+        order = np.argsort(rows, kind="stable")
+        store_rows = np.asarray(self.store.commit.rows)
+        block_of = {s: i // self.store.layout.sample_block for i, s in enumerate(store_rows) if s is not None}
+        _, per_block = np.unique([block_of[ids[i]] for i in order], return_counts=True)
+        in_store_order = ds.isel(sample=rows[order])
+        chunked = in_store_order.chunk({"sample": tuple(int(n) for n in per_block), "cpg": self.default_chunks()["cpg"]})
+        return chunked.isel(sample=np.argsort(order))
 
     def default_chunks(self) -> dict[str, int]:
         """About 64 MiB of float32 beta per chunk, one CpG shard wide."""
         width = self.store.layout.cpg_shard
         return {"sample": max(1, (64 << 20) // (4 * width)), "cpg": width}
 
-    def ingest(self, sample_ids: Sequence[str], *, progress: bool = True) -> LoadReport:
-        """Ingest whichever of ``sample_ids`` the store lacks; return what was done."""
+    def ingest(self, sample_ids: Sequence[str], *, progress: bool = True, client=None) -> LoadReport:
+        """Ingest whichever of ``sample_ids`` the store lacks; return what was done.
+
+        With a ``dask.distributed.Client``, batches are located, scattered and
+        written by its workers in parallel (each on its own whole shards) and
+        committed here, in order, under the store's write lock.
+        """
         ids = check_ids(sample_ids)
         report = LoadReport(requested=len(ids))
         self.last_report = report
@@ -133,40 +166,43 @@ class Loader:
         report.seconds["resolve"] = time.perf_counter() - t0
         log.info("ingesting %d sample(s) in %d batch(es)", len(missing), len(groups))
 
-        from xr_methyl.locate import Locator
-
         bar = _progress(progress, total=2 + len(groups), desc="xr_methyl ensure")
-        locator = Locator(self.store.cpg_axis)
         exports = {}
         try:
             t0 = time.perf_counter()
             for table in VALUE_TABLES:
                 bar.set_postfix_str(f"export {table}")
-                exports[table] = wh.export(table, groups)
+                planned = getattr(wh, "plan_export", None)
+                exports[table] = (planned(table, groups) if planned else None) or wh.export(table, groups)
                 bar.update(1)
             report.seconds["export"] = time.perf_counter() - t0
-            t_scatter = t_write = 0.0
-            for batch_id, members in groups.items():
-                bar.set_postfix_str(f"batch {batch_id}: scatter")
-                t0 = time.perf_counter()
-                blocks = {table: self._scatter(locator, exports[table], table, batch_id, members, report)
-                          for table in VALUE_TABLES}
-                t_scatter += time.perf_counter() - t0
-                bar.set_postfix_str(f"batch {batch_id}: write")
-                t0 = time.perf_counter()
-                added = self.store.append(batch_id, members, blocks["beta"], blocks["coverage"],
-                                          metadata={s: metadata[s] for s in members},
-                                          provenance=_provenance(wh, batch_id, resolve_queries, exports))
-                t_write += time.perf_counter() - t0
-                report.ingested.extend(added)
-                report.batches.append(batch_id)
-                bar.update(1)
-            report.seconds["scatter"] = t_scatter
-            report.seconds["write"] = t_write
+            jobs = {b: {t: _Source.of(exports[t], b) for t in VALUE_TABLES} for b in groups}
+            options = {"max_memory": self.max_memory, "strict": self.on_unknown_cpg == "error",
+                       "coverage_dtype": str(self.store.coverage_dtype)}
+            if client is None:
+                for batch_id, members in groups.items():
+                    bar.set_postfix_str(f"batch {batch_id}")
+                    with self.store.appending([(batch_id, members)], metadata=metadata) as pending:
+                        (rows,) = pending.rows
+                        if rows.sample_ids:
+                            self._account(report, fill_rows(rows, self.store.cpg_axis, jobs[batch_id], **options))
+                        pending.commit(rows, provenance=_provenance(wh, batch_id, resolve_queries, exports))
+                    self._done(report, rows)
+                    bar.update(1)
+            else:
+                with self.store.appending(list(groups.items()), metadata=metadata) as pending:
+                    axis = self.store.cpg_axis
+                    futures = [client.submit(fill_rows, rows, axis, jobs[rows.batch_id], **options, pure=False)
+                               for rows in pending.rows if rows.sample_ids]
+                    for rows, future in zip([r for r in pending.rows if r.sample_ids], futures):
+                        bar.set_postfix_str(f"batch {rows.batch_id}")
+                        self._account(report, future.result())
+                        pending.commit(rows, provenance=_provenance(wh, rows.batch_id, resolve_queries, exports))
+                        self._done(report, rows)
+                        bar.update(1)
         finally:
             for export in exports.values():
                 export.close()
-            locator.close()
             bar.close()
         if report.dropped_unknown_cpg_rows and self.on_unknown_cpg == "warn":
             warnings.warn(
@@ -176,6 +212,18 @@ class Loader:
                 stacklevel=3,
             )
         return report
+
+    @staticmethod
+    def _account(report: LoadReport, filled: dict) -> None:
+        report.long_rows += filled["long_rows"]
+        report.dropped_unknown_cpg_rows += filled["dropped"]
+        for stage, seconds in filled["seconds"].items():
+            report.seconds[stage] = report.seconds.get(stage, 0.0) + seconds
+
+    @staticmethod
+    def _done(report: LoadReport, rows: RowRange) -> None:
+        report.ingested.extend(rows.sample_ids)
+        report.batches.append(rows.batch_id)
 
     # -- steps ----------------------------------------------------------------------------
     def _resolve(self, wh: Warehouse, missing: list[str]):
@@ -199,33 +247,122 @@ class Loader:
             metadata[s] = {k: _json_safe(v) for k, v in record.items()}
         return groups, metadata, queries
 
-    def _scatter(self, locator, export, table: str, batch_id: str, members: list[str], report: LoadReport):
-        dtype = "float32" if table == "beta" else self.store.coverage_dtype
-        block = WideBlock(table, members, self.store.n_cpgs, dtype)
-        dataset = export.dataset(batch_id)
-        for located in locator.locate(dataset, members):
-            known = located.cols >= 0
-            dropped = int(len(known) - np.count_nonzero(known))
-            if dropped:
-                if self.on_unknown_cpg == "error":
-                    raise UnknownCpgError(
-                        f"{table} of batch {batch_id!r}: {dropped} warehouse row(s) have a cpg_id that is not on "
-                        "the store's CpG axis; nothing of this batch was written"
-                    )
-                report.dropped_unknown_cpg_rows += dropped
-                located.rows, located.cols, located.values = (
-                    located.rows[known], located.cols[known], located.values[known])
-            block.add(located.rows, located.cols, located.values)
-            report.long_rows += len(located.rows)
-        try:
-            return block.finish()
-        except DataError as err:
-            examples = locator.duplicates(dataset)
-            if not examples:
-                raise
-            shown = ", ".join(f"({s!r}, {c!r}) x{n}" for s, c, n in examples)
-            raise DataError(f"{table} of batch {batch_id!r}: duplicate rows for (sample, cpg) pairs: {shown}; "
-                            "each sample has at most one row per CpG") from err
+
+@dataclass(frozen=True)
+class _Source:
+    """The files of one batch of one value table, as a worker needs them (picklable)."""
+
+    table: str
+    files: tuple[str, ...]
+    filesystem: object
+    value_column: str
+    whole_batches: bool
+
+    @classmethod
+    def of(cls, export, batch_id: str) -> _Source:
+        return cls(export.table, tuple(export.files.get(batch_id, [])), export.filesystem, export.value_column,
+                   export.whole_batches)
+
+    def dataset(self):
+        import pyarrow.dataset as pads
+
+        return pads.dataset(list(self.files), format="parquet", filesystem=self.filesystem)
+
+
+# One locator (hash table over the axis) per process and axis: dask workers build it once.
+_LOCATORS: dict[tuple[str | None, int], object] = {}
+
+
+def _locator(axis):
+    from xr_methyl.locate import Locator
+
+    key = (axis.source, len(axis))
+    if key not in _LOCATORS or key[0] is None:
+        _LOCATORS.clear()
+        _LOCATORS[key] = Locator(axis)
+    return _LOCATORS[key]
+
+
+def plan_units(n_rows: int, n_cpgs: int, *, block: int, cpg_shard: int, bytes_per_cell: int,
+               max_memory: int) -> list[tuple[slice, slice]]:
+    """Split a batch's (rows x CpGs) into units of whole shards whose wide blocks fit ``max_memory``.
+
+    The whole batch when it fits; else as many sample blocks as fit, all CpGs
+    wide; else one sample block by as many CpG shards as fit (at least one).
+    """
+    if n_rows * n_cpgs * bytes_per_cell <= max_memory:
+        return [(slice(0, n_rows), slice(0, n_cpgs))]
+    per_block_row = block * n_cpgs * bytes_per_cell
+    if per_block_row <= max_memory:
+        step = max_memory // per_block_row * block
+        return [(slice(r, min(r + step, n_rows)), slice(0, n_cpgs)) for r in range(0, n_rows, step)]
+    width = max(1, max_memory // (block * cpg_shard * bytes_per_cell)) * cpg_shard
+    return [(slice(r, min(r + block, n_rows)), slice(c, min(c + width, n_cpgs)))
+            for r in range(0, n_rows, block) for c in range(0, n_cpgs, width)]
+
+
+def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: int, strict: bool,
+              coverage_dtype: str) -> dict:
+    """Locate, scatter and write one reserved batch, unit by unit; runs in any process.
+
+    Returns ``{"long_rows", "dropped", "seconds": {"scatter", "write"}}``.
+    """
+    locator = _locator(axis)
+    members = list(rows.sample_ids)
+    dtypes = {"beta": np.dtype("float32"), "coverage": np.dtype(coverage_dtype)}
+    bytes_per_cell = sum(d.itemsize + 1 for d in dtypes.values())  # values + the repeat check
+    units = plan_units(len(members), rows.n_cpgs, block=rows.block, cpg_shard=rows.cpg_shard,
+                       bytes_per_cell=bytes_per_cell, max_memory=max_memory)
+    out = {"long_rows": 0, "dropped": 0, "seconds": {"scatter": 0.0, "write": 0.0}}
+    for row_range, col_range in units:
+        t0 = time.perf_counter()
+        blocks = {}
+        for table, source in sources.items():
+            blocks[table] = _scatter_unit(locator, source, rows.batch_id, members, row_range, col_range,
+                                          dtypes[table], strict, out)
+        out["seconds"]["scatter"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows.write(row_range.start, col_range.start, blocks["beta"], blocks["coverage"])
+        out["seconds"]["write"] += time.perf_counter() - t0
+        del blocks
+    return out
+
+
+def _scatter_unit(locator, source: _Source, batch_id: str, members: list[str], row_range: slice, col_range: slice,
+                  dtype: np.dtype, strict: bool, out: dict) -> np.ndarray:
+    """One unit's wide block of one table, from one pass over the batch's files."""
+    table = source.table
+    n_cols = col_range.stop - col_range.start
+    block = WideBlock(table, members[row_range], n_cols, dtype)
+    dataset = source.dataset()
+    first_cols = col_range.start == 0  # count unknown ids once per row range
+    for located in locator.locate(dataset, members, value_column=source.value_column,
+                                  other_samples="drop" if source.whole_batches else "error", row_range=row_range):
+        cols = located.cols
+        known = cols >= 0
+        dropped = int(len(known) - np.count_nonzero(known))
+        if dropped and first_cols:
+            if strict:
+                raise UnknownCpgError(
+                    f"{table} of batch {batch_id!r}: {dropped} warehouse row(s) have a cpg_id that is not on "
+                    "the store's CpG axis; nothing of this batch was written"
+                )
+            out["dropped"] += dropped
+        inside = known & (cols >= col_range.start) & (cols < col_range.stop)
+        rows, values = located.rows, located.values
+        if not inside.all():
+            rows, cols, values = rows[inside], cols[inside], values[inside]
+        block.add(rows - row_range.start, cols - col_range.start, values)
+        out["long_rows"] += len(rows)
+    try:
+        return block.finish()
+    except DataError as err:
+        examples = locator.duplicates(dataset)
+        if not examples:
+            raise
+        shown = ", ".join(f"({s!r}, {c!r}) x{n}" for s, c, n in examples)
+        raise DataError(f"{table} of batch {batch_id!r}: duplicate rows for (sample, cpg) pairs: {shown}; "
+                        "each sample has at most one row per CpG") from err
 
 
 def _provenance(wh: Warehouse, batch_id: str, resolve_queries: list[dict], exports: dict) -> dict:

@@ -1,10 +1,11 @@
-"""Long rows -> (row, column) positions: a DuckDB hash join against the store's axes.
+"""Long rows -> (row, column) positions, record batch by record batch.
 
 Mapping string CpG ids to column positions is the whole cost of going from long
-to wide (hash look-ups per record batch in Arrow or pandas are several times
-slower than one hash join), so it is done as a join inside DuckDB, in-process,
-over the exported Parquet files.  The result streams out as record batches of
-integer positions and values; no Python object is made per row.
+to wide.  CpG ids are found in a numpy hash table over the store's axis
+(:class:`~xr_methyl.hashing.CpgLookup`, built once per locator), read straight
+from the Arrow buffers; sample ids, a handful per batch, are read as Parquet
+dictionary indices and mapped through a tiny table.  pyarrow decodes the next
+record batches in its own threads meanwhile.  No Python object is made per row.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from xr_methyl.cpg_axis import CpgAxis
 from xr_methyl.errors import WarehouseError
+from xr_methyl.hashing import CpgLookup
 
 
 @dataclass
@@ -24,72 +26,75 @@ class Located:
     """One record batch of located long rows."""
 
     rows: np.ndarray  # int32 row in the block
-    cols: np.ndarray  # int32 CpG column
+    cols: np.ndarray  # int64 CpG column (-1: not on the axis)
     values: np.ndarray  # float64 (NaN for null) or int64
 
 
 class Locator:
-    """Joins exported long rows to the store's CpG axis and a block's samples.
+    """Locates exported long rows on the store's CpG axis and a block's samples.
 
-    Keep one per store and loader: the axis is handed to DuckDB once (zero-copy
-    from Arrow) and reused by every query.  Not for use by several threads at once.
+    Keep one per store and loader: the hash table over the axis is built once
+    (about a second per 2 M CpGs) and reused by every batch.
     """
 
     def __init__(self, axis: CpgAxis, *, threads: int | None = None) -> None:
-        import duckdb
+        self._axis = axis
+        self._lookup: CpgLookup | None = None
 
-        self._con = duckdb.connect()
-        if threads:
-            self._con.execute(f"SET threads = {int(threads)}")
-        self._axis = pa.table({"cpg_id": axis.to_arrow(), "col": pa.array(np.arange(len(axis), dtype=np.int32))})
-        self._con.register("cpg_axis", self._axis)
+    @property
+    def lookup(self) -> CpgLookup:
+        if self._lookup is None:
+            self._lookup = CpgLookup(np.asarray(self._axis.ids))
+        return self._lookup
 
     def close(self) -> None:
-        self._con.close()
+        self._lookup = None
 
-    def locate(self, dataset, sample_ids: Sequence[str], *, batch_rows: int = 1 << 20) -> Iterator[Located]:
+    def locate(
+        self,
+        dataset,
+        sample_ids: Sequence[str],
+        *,
+        value_column: str = "value",
+        other_samples: str = "error",
+        row_range: slice | None = None,
+        batch_rows: int = 1 << 20,
+    ) -> Iterator[Located]:
         """Stream the rows of a pyarrow dataset (columns sample_id, cpg_id, value) as positions.
 
-        Rows of samples outside ``sample_ids`` are an error of the export and
-        raise :class:`WarehouseError`; rows whose cpg_id is not on the axis come back
-        with ``col = -1`` for the caller to count and drop.
+        Rows of samples outside ``sample_ids`` are an error of the export
+        (:class:`WarehouseError`) with ``other_samples="error"``, and are left out with
+        ``"drop"`` (for files holding whole batches); rows whose cpg_id is not
+        on the axis come back with ``col = -1`` for the caller to count and drop.
+        With ``row_range``, only rows of those block rows are located (the
+        others are dropped before their ids are looked up).
         """
-        samples = pa.table({"sample_id": pa.array(list(sample_ids), pa.string()),
-                            "row": pa.array(np.arange(len(sample_ids), dtype=np.int32))})
-        con = self._con
-        con.register("export_rows", dataset)
-        con.register("block_samples", samples)
-        reader = None
-        try:
-            reader = con.sql(
-                """
-                SELECT s.row, coalesce(a.col, -1) AS col, e.value
-                FROM export_rows e
-                LEFT JOIN block_samples s ON e.sample_id = s.sample_id
-                LEFT JOIN cpg_axis a ON e.cpg_id = a.cpg_id
-                """
-            ).to_arrow_reader(batch_rows)
-            for batch in reader:
-                row = batch.column(0)
-                if row.null_count:
-                    raise WarehouseError(
-                        f"the export holds {row.null_count} row(s) of samples that were not requested; "
-                        "the warehouse's export must return exactly the requested (batch, sample) pairs"
-                    )
-                yield Located(
-                    rows=row.to_numpy(),
-                    cols=batch.column(1).to_numpy(),
-                    values=_values_to_numpy(batch.column(2)),
+        if other_samples not in ("error", "drop"):
+            raise ValueError(f"other_samples={other_samples!r}: expected 'error' or 'drop'")
+        row_of = {s: i for i, s in enumerate(sample_ids)}
+        lookup = self.lookup
+        for batch in _batches(dataset, ["sample_id", "cpg_id", value_column], batch_rows):
+            rows = _rows(batch.column(0), row_of)
+            values = batch.column(2)
+            cpg = batch.column(1)
+            if other_samples == "error" and (rows < 0).any():
+                raise WarehouseError(
+                    f"the export holds {int((rows < 0).sum())} row(s) of samples that were not requested; "
+                    "the warehouse's export must return exactly the requested (batch, sample) pairs"
                 )
-        finally:
-            if reader is not None:
-                reader.close()
-            con.unregister("export_rows")
-            con.unregister("block_samples")
+            wanted = rows >= 0 if row_range is None else (rows >= row_range.start) & (rows < row_range.stop)
+            if not wanted.all():
+                keep = np.flatnonzero(wanted)
+                if not len(keep):
+                    continue
+                rows, cpg, values = rows[keep], cpg.take(pa.array(keep)), values.take(pa.array(keep))
+            yield Located(rows=rows, cols=lookup.columns(cpg), values=_values_to_numpy(values))
 
     def duplicates(self, dataset, *, limit: int = 5) -> list[tuple[str, str, int]]:
         """Example (sample_id, cpg_id, count) of pairs with more than one row (for error messages)."""
-        con = self._con
+        import duckdb
+
+        con = duckdb.connect()
         try:
             con.register("export_rows", dataset)
             return con.execute(
@@ -98,7 +103,27 @@ class Locator:
                 [limit],
             ).fetchall()
         finally:
-            con.unregister("export_rows")
+            con.close()
+
+
+def _batches(dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns``; Parquet's sample_id is read as dictionary indices."""
+    import pyarrow.dataset as pads
+
+    if isinstance(dataset, pads.FileSystemDataset) and isinstance(dataset.format, pads.ParquetFileFormat):
+        fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns={"sample_id"}))
+        dataset = pads.dataset(dataset.files, format=fmt, filesystem=dataset.filesystem)
+    # Little read-ahead: memory stays a few record batches whatever the files' size.
+    yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
+
+
+def _rows(sample: pa.Array, row_of: dict[str, int]) -> np.ndarray:
+    """Row of each sample id in the block (-1 for other samples), via its dictionary when it has one."""
+    if not pa.types.is_dictionary(sample.type):
+        sample = sample.dictionary_encode()
+    table = np.array([row_of.get(s, -1) for s in sample.dictionary.to_pylist()] + [-1], dtype=np.int32)
+    codes = sample.indices.fill_null(len(table) - 1).to_numpy(zero_copy_only=False)
+    return table[codes]
 
 
 def _values_to_numpy(value: pa.Array) -> np.ndarray:

@@ -1,11 +1,12 @@
 """The methylzarr store: two Zarr v3 arrays plus sidecars, with one commit point.
 
-Layout of a store directory::
+Layout of a store directory (format 2)::
 
     beta.zarr/             (rows, n_cpgs) float32, NaN = missing, sharded
     coverage.zarr/         (rows, n_cpgs) unsigned int, 0 = no coverage, same grid
     cpg_ids.npy            the CpG axis, fixed at creation
-    cpg_loci.npz           chromosome and position of every CpG (when known)
+    cpg_index/             loci and look-up tables of the axis, memory-mapped at open
+                           (see :mod:`xr_methyl.cpg_axis`; format 1 had cpg_loci.npz instead)
     manifest.json          immutable facts: n_cpgs, sha256 of the axis, layout, warehouse
     ingested_batches.json  {batch_id: [sample_id, ...]}         (written ahead, see below)
     samples.json           per-sample metadata (batch, age, ...)   (written ahead)
@@ -34,20 +35,23 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis
 from xr_methyl.errors import CorruptStoreError, DataError, StoreError, StoreExistsError, StoreNotFoundError
 from xr_methyl.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this code opens: format 1 kept the loci in cpg_loci.npz and had no cpg_index/.
+READABLE_VERSIONS = (1, 2)
 
 BETA = "beta.zarr"
 COVERAGE = "coverage.zarr"
@@ -147,6 +151,7 @@ class MethylStore:
         self.layout = Layout.from_json(manifest["layout"])
         self.coverage_dtype = np.dtype(manifest["coverage_dtype"])
         self.commit = self._read_commit()
+        self._axis_verified = False
 
     def __repr__(self) -> str:
         return (
@@ -210,8 +215,8 @@ class MethylStore:
         staged = storage.staging()
         try:
             staged.write_atomic(CPG_IDS, axis.ids_bytes())
-            if axis.has_loci:
-                staged.write_atomic(CPG_LOCI, axis.loci_bytes())
+            for name, data in axis.index_files().items():
+                staged.write_atomic(f"{INDEX_DIR}/{name}", data)
             for name, dtype, fill in ((BETA, "float32", np.nan), (COVERAGE, coverage_dtype, 0)):
                 _create_array(staged, name, len(axis), layout, dtype, fill, compressors[name.removesuffix(".zarr")])
             staged.write_json(BATCHES, {})
@@ -223,11 +228,17 @@ class MethylStore:
         finally:
             staged.remove_tree("")
         log.info("created store %s with %d CpGs", storage.uri, len(axis))
-        return cls(storage, manifest, axis)
+        store = cls(storage, manifest, CpgAxis.open(storage.path("")))
+        store._axis_verified = True
+        return store
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> MethylStore:
-        """Open an existing store, checking that its CpG axis matches the manifest."""
+        """Open an existing store, checking that its CpG axis matches the manifest.
+
+        The axis is memory-mapped and checked by length here, in constant time;
+        its sha256 is checked in full before the first write (:meth:`verify_axis`).
+        """
         storage = LocalStorage(path)
         if not storage.exists():
             raise StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
@@ -237,21 +248,41 @@ class MethylStore:
             raise StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store")
         manifest = _read_json(storage, MANIFEST, dict)
         version = manifest.get("format_version")
-        if manifest.get("format") != "methylzarr" or version != FORMAT_VERSION:
+        if manifest.get("format") != "methylzarr" or version not in READABLE_VERSIONS:
             raise CorruptStoreError(
                 f"{storage.uri}/{MANIFEST} declares format {manifest.get('format')!r} version {version!r}; "
-                f"this xr_methyl reads methylzarr version {FORMAT_VERSION}"
+                f"this xr_methyl reads methylzarr versions {', '.join(map(str, READABLE_VERSIONS))}"
             )
-        axis = CpgAxis.from_bytes(
-            storage.read_bytes(CPG_IDS), storage.read_bytes(CPG_LOCI) if manifest.get("has_loci") else None
-        )
-        if len(axis) != manifest["n_cpgs"] or axis.sha256 != manifest["cpg_ids_sha256"]:
+        if version == 1:  # loci in an npz, no look-up tables: read in memory (they are built on demand)
+            axis = CpgAxis.from_bytes(
+                storage.read_bytes(CPG_IDS), storage.read_bytes(CPG_LOCI) if manifest.get("has_loci") else None
+            )
+        else:
+            axis = CpgAxis.open(storage.path(""))
+        if len(axis) != manifest["n_cpgs"] or axis.has_loci != bool(manifest.get("has_loci")):
             raise CorruptStoreError(
-                f"{storage.uri}/{CPG_IDS} does not match the manifest (sha256 {axis.sha256[:12]}... vs "
-                f"{manifest['cpg_ids_sha256'][:12]}..., {len(axis)} vs {manifest['n_cpgs']} CpGs); "
+                f"{storage.uri}/{CPG_IDS} does not match the manifest ({len(axis)} vs {manifest['n_cpgs']} CpGs); "
                 "the CpG axis of a store must never change"
             )
         return cls(storage, manifest, axis)
+
+    def verify_axis(self) -> None:
+        """Check the sha256 of the CpG axis against the manifest (once per store object).
+
+        Raises
+        ------
+        CorruptStoreError
+            If ``cpg_ids.npy`` changed since the store was created.
+        """
+        if self._axis_verified:
+            return
+        digest = self.cpg_axis.sha256
+        if digest != self.manifest["cpg_ids_sha256"]:
+            raise CorruptStoreError(
+                f"{self.storage.uri}/{CPG_IDS} does not match the manifest (sha256 {digest[:12]}... vs "
+                f"{self.manifest['cpg_ids_sha256'][:12]}...); the CpG axis of a store must never change"
+            )
+        self._axis_verified = True
 
     # -- what is committed ----------------------------------------------------------------
     @property
@@ -345,34 +376,92 @@ class MethylStore:
         """
         sample_ids = list(sample_ids)
         self._check_block(batch_id, sample_ids, beta, coverage)
+        with self.appending([(batch_id, sample_ids)], metadata=metadata, lock_timeout=lock_timeout) as pending:
+            (rows,) = pending.rows
+            if not rows.sample_ids:
+                return []
+            keep = [sample_ids.index(s) for s in rows.sample_ids]
+            if len(keep) < len(sample_ids):
+                beta, coverage = beta[keep], coverage[keep]
+            self._write_rows(rows.start, beta, coverage)
+            pending.commit(rows, provenance=provenance)
+        return list(rows.sample_ids)
+
+    @contextmanager
+    def appending(
+        self,
+        batches: Sequence[tuple[str, Sequence[str]]],
+        *,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        lock_timeout: float = 600.0,
+    ) -> Iterator[PendingAppend]:
+        """Hold the write lock, reserve rows for ``batches`` (in order) and commit them one by one.
+
+        Samples already committed are left out of each batch's :class:`RowRange`;
+        the rows of all batches are reserved at once (orphans of an interrupted
+        append are deleted first).  Write each range's whole shards from any
+        process (:meth:`RowRange.write`), then call ``pending.commit(range)`` in
+        order.  Ranges not committed when the block exits stay invisible, and
+        the next append reclaims them.
+        """
+        self.verify_axis()
         with self.storage.lock(LOCK, timeout=lock_timeout):
             commit = self.refresh()
-            already = commit.row_of
-            keep = [i for i, s in enumerate(sample_ids) if s not in already]
-            if not keep:
-                return []
-            if len(keep) < len(sample_ids):
-                log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(sample_ids) - len(keep))
-                sample_ids = [sample_ids[i] for i in keep]
-                beta, coverage = beta[keep], coverage[keep]
-            self._write_rows(commit.n_rows, beta, coverage)
-            # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
-            # Built from the commit, so entries of earlier interrupted appends are dropped.
-            batches = {**commit.batches, batch_id: [*commit.batches.get(batch_id, []), *sample_ids]}
-            self.storage.write_json(BATCHES, batches)
-            samples = dict(commit.samples)
-            for s in sample_ids:
-                samples[s] = {"batch_id": batch_id, **dict((metadata or {}).get(s, {}))}
-            self.storage.write_json(SAMPLES, samples)
-            if provenance is not None:
-                entries = self._committed_provenance(commit)
-                entries.setdefault(batch_id, []).append({"samples": sample_ids, **dict(provenance)})
-                self.storage.write_json(PROVENANCE, entries)
-            padding = [None] * (_round_up(len(sample_ids), self.layout.sample_block) - len(sample_ids))
-            self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
-            self.refresh()
-        log.info("committed batch %s: %d sample(s)", batch_id, len(sample_ids))
-        return sample_ids
+            taken = set(commit.row_of)
+            start = commit.n_rows
+            ranges = []
+            for batch_id, members in batches:
+                kept = [s for s in dict.fromkeys(members) if s not in taken]
+                if len(kept) < len(members):
+                    log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(members) - len(kept))
+                taken.update(kept)
+                n_rows = _round_up(len(kept), self.layout.sample_block)
+                ranges.append(RowRange(self.storage.uri, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
+                                       self.layout.sample_block, self.layout.cpg_shard))
+                start += n_rows
+            self._reserve_rows(commit.n_rows, start - commit.n_rows)
+            yield PendingAppend(self, ranges, dict(metadata or {}))
+
+    def _reserve_rows(self, start: int, n_rows: int) -> None:
+        """Grow both arrays to ``start + n_rows`` rows, first deleting any orphans past ``start``."""
+        for name in ("beta", "coverage"):
+            arr = self.array(name, writable=True)
+            if arr.shape[0] != start:
+                # Rows past the commit point are orphans of an interrupted append:
+                # shrinking the array deletes their shards before we write anew.
+                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - start)
+                arr.resize((start, self.n_cpgs))
+            if n_rows:
+                arr.resize((start + n_rows, self.n_cpgs))
+
+    def _commit_rows(
+        self,
+        rows: RowRange,
+        metadata: Mapping[str, Mapping[str, Any]],
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Commit one reserved, written range: write-ahead sidecars, then sample_ids.json."""
+        commit = self.commit
+        if commit.n_rows != rows.start:
+            raise StoreError(f"batch {rows.batch_id!r} starts at row {rows.start}, but {commit.n_rows} rows are "
+                             "committed: commit reserved batches in order")
+        sample_ids = list(rows.sample_ids)
+        # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
+        # Built from the commit, so entries of earlier interrupted appends are dropped.
+        batches = {**commit.batches, rows.batch_id: [*commit.batches.get(rows.batch_id, []), *sample_ids]}
+        self.storage.write_json(BATCHES, batches)
+        samples = dict(commit.samples)
+        for s in sample_ids:
+            samples[s] = {"batch_id": rows.batch_id, **dict(metadata.get(s, {}))}
+        self.storage.write_json(SAMPLES, samples)
+        if provenance is not None:
+            entries = self._committed_provenance(commit)
+            entries.setdefault(rows.batch_id, []).append({"samples": sample_ids, **dict(provenance)})
+            self.storage.write_json(PROVENANCE, entries)
+        padding = [None] * (rows.n_rows - len(sample_ids))
+        self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
+        self.refresh()
+        log.info("committed batch %s: %d sample(s)", rows.batch_id, len(sample_ids))
 
     def _check_block(self, batch_id: str, sample_ids: list[str], beta: np.ndarray, coverage: np.ndarray) -> None:
         if not isinstance(batch_id, str) or not batch_id:
@@ -396,24 +485,8 @@ class MethylStore:
             )
 
     def _write_rows(self, start: int, beta: np.ndarray, coverage: np.ndarray) -> None:
-        """Write whole new shards at rows ``start:``, past the committed rows."""
-        n_rows = _round_up(len(beta), self.layout.sample_block)
-        for name, block, fill in (("beta", beta, np.nan), ("coverage", coverage, 0)):
-            arr = self.array(name, writable=True)
-            if arr.shape[0] != start:
-                # Rows past the commit point are orphans of an interrupted append:
-                # shrinking the array deletes their shards before we write anew.
-                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - start)
-                arr.resize((start, self.n_cpgs))
-            arr.resize((start + n_rows, self.n_cpgs))
-            # One write per block of shard rows, so that every write covers whole
-            # shards (zarr would otherwise read back and rewrite a shard).
-            step = self.layout.sample_block
-            for lo in range(0, n_rows, step):
-                piece = block[lo : lo + step]
-                if len(piece) < step:  # the batch's last block: pad with empty rows
-                    piece = np.concatenate([piece, np.full((step - len(piece), self.n_cpgs), fill, block.dtype)])
-                arr[start + lo : start + lo + step, :] = piece
+        """Write whole new shards at rows ``start:`` (reserved past the committed rows)."""
+        _write_region(self.storage, start, 0, beta, coverage, self.layout.sample_block)
 
     # -- provenance -----------------------------------------------------------------------
     def _committed_provenance(self, commit: Commit) -> dict[str, list[dict[str, Any]]]:
@@ -462,6 +535,72 @@ class MethylStore:
             "warehouse_cost": self.cost(),
             "bytes": {"beta": self.storage.size(BETA), "coverage": self.storage.size(COVERAGE), "total": self.storage.size()},
         }
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows reserved for one batch past the commit point, written in whole shards from any process.
+
+    Picklable: a dask worker writes its range while the reserving process
+    holds the lock and commits ranges in order.
+    """
+
+    root: str
+    batch_id: str
+    sample_ids: tuple[str, ...]
+    start: int
+    n_rows: int
+    n_cpgs: int
+    block: int
+    cpg_shard: int
+
+    def write(self, row: int, col: int, beta: np.ndarray, coverage: np.ndarray) -> None:
+        """Write ``beta`` and ``coverage`` at (``row``, ``col``) of this range: whole shards only.
+
+        ``row`` is a multiple of the sample block and ``col`` of the CpG shard;
+        the block ends on a shard boundary or at the range's (padded) end.
+        """
+        n, width = beta.shape
+        if row % self.block or col % self.cpg_shard or (col + width != self.n_cpgs and width % self.cpg_shard):
+            raise ValueError(f"a write at ({row}, {col}) of shape {beta.shape} does not cover whole shards")
+        if row + n > len(self.sample_ids) or (n % self.block and row + n != len(self.sample_ids)):
+            raise ValueError(f"a write of rows {row}:{row + n} does not fit batch {self.batch_id!r}")
+        _write_region(LocalStorage(self.root), self.start + row, col, beta, coverage, self.block)
+
+
+class PendingAppend:
+    """Reserved row ranges of one :meth:`MethylStore.appending` block, committed in order."""
+
+    def __init__(self, store: MethylStore, rows: list[RowRange], metadata: dict) -> None:
+        self.store = store
+        self.rows = rows
+        self.metadata = metadata
+
+    def commit(self, rows: RowRange, *, provenance: Mapping[str, Any] | None = None) -> None:
+        """Commit a written range; ranges must be committed in the order they were reserved.
+
+        ``provenance`` (JSON-able: the warehouse queries behind the batch) is
+        kept with the batch in ``provenance.json``.
+        """
+        if rows.sample_ids:
+            self.store._commit_rows(rows, self.metadata, provenance)
+
+
+def _write_region(storage: LocalStorage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
+                  block: int) -> None:
+    """Write rows ``start:`` x columns ``col:`` of both arrays, one sample block per write, padding the last."""
+    import zarr
+
+    for key, data, fill in ((BETA, beta, np.nan), (COVERAGE, coverage, 0)):
+        arr = zarr.open_array(storage.zarr_store(key, read_only=False), mode="r+")
+        width = data.shape[1]
+        # One write per block of shard rows, so that every write covers whole
+        # shards (zarr would otherwise read back and rewrite a shard).
+        for lo in range(0, len(data), block):
+            piece = data[lo : lo + block]
+            if len(piece) < block:  # the batch's last block: pad with empty rows
+                piece = np.concatenate([piece, np.full((block - len(piece), width), fill, data.dtype)])
+            arr[start + lo : start + lo + block, col : col + width] = piece
 
 
 def _round_up(n: int, block: int) -> int:

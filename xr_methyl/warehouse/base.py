@@ -93,6 +93,11 @@ class Export:
     removes the staging location; call :meth:`close` (or use ``with``) once the
     batches are committed.  ``provenance`` records what the export cost (query
     ids, bytes scanned, ...) and is kept with the batch in the store.
+
+    An export may also point at the warehouse's own files, read in place
+    (``IcebergWarehouse.plan_export``): then the values are in ``value_column``
+    and, with ``whole_batches``, the files hold every sample of their batch, so
+    the reader keeps only the requested ones.
     """
 
     table: str
@@ -100,6 +105,8 @@ class Export:
     filesystem: Any
     cleanup: Callable[[], None] = lambda: None
     provenance: dict[str, Any] = field(default_factory=dict)
+    value_column: str = "value"
+    whole_batches: bool = False
 
     def dataset(self, batch_id: str):
         """A ``pyarrow.dataset.Dataset`` over one batch's files (empty if the batch has no rows)."""

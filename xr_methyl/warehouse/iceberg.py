@@ -497,6 +497,33 @@ class IcebergWarehouse:
             provenance=provenance,
         )
 
+    def plan_export(self, table: str, batches: Mapping[str, Sequence[str]]) -> Export | None:
+        """The Iceberg data files of these batches, to be read in place: :meth:`export` without the copy.
+
+        Partition pruning picks each batch's files; the files hold all samples
+        of their batch (``whole_batches``) and the values under the table's own
+        column name.  Returns None when the files cannot be read directly
+        (delete files, an evolved schema, a name mapping, a remote location):
+        use :meth:`export` then.
+        """
+        if table not in VALUE_TABLES:
+            raise ValueError(f"unknown value table {table!r}; expected one of {sorted(VALUE_TABLES)}")
+        started = time.perf_counter()
+        ice = self._table(table)
+        self._require_columns(table, ice, ["batch_id", "sample_id", "cpg_id", table])
+        files: dict[str, list[str]] = {}
+        for batch_id in check_ids(list(batches), what="batch id"):
+            _, paths, _ = self._plan(ice, ["batch_id", "sample_id", "cpg_id", table], [batch_id])
+            if paths is None:
+                return None
+            files[batch_id] = paths
+        import pyarrow.fs
+
+        provenance = {"engine": "direct", "seconds": time.perf_counter() - started,
+                      "data_files": sum(map(len, files.values()))}
+        return Export(table=table, files=files, filesystem=pyarrow.fs.LocalFileSystem(), provenance=provenance,
+                      value_column=table, whole_batches=True)
+
     def _copy(
         self,
         table: str,

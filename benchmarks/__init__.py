@@ -1,0 +1,1 @@
+"""Benchmarks of xr_methyl against side-by-side baselines: ``python -m benchmarks.run``."""

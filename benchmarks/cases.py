@@ -1,0 +1,463 @@
+"""One benchmark measurement per function, each run in a fresh process.
+
+``python -m benchmarks.cases CASE PARAMS_JSON`` runs one case and prints one
+JSON line: what it measured, plus the process's peak RSS.  A fresh process per
+case keeps each peak RSS and each cold cache honest; :mod:`benchmarks.run`
+orchestrates them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def case(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def rss_now() -> int:
+    """Resident set size of this process now, in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class ByteCounter:
+    """Counts bytes that zarr's LocalStore reads and writes, by file (patched in for one case).
+
+    zarr 3.1 reaches files through two module-level helpers of ``zarr.storage._local``
+    (from its async and its sync paths alike): wrapping them sees every byte.
+    """
+
+    def __init__(self) -> None:
+        from zarr.storage import _local
+
+        self.read: dict[str, int] = {}
+        self.written: dict[str, int] = {}
+        get, put = _local._get, _local._put
+
+        def counted_get(path, prototype, byte_range):
+            buf = get(path, prototype, byte_range)
+            self.read[str(path)] = self.read.get(str(path), 0) + len(buf)
+            return buf
+
+        def counted_put(path, value, *args, **kwargs):
+            self.written[str(path)] = self.written.get(str(path), 0) + len(value)
+            return put(path, value, *args, **kwargs)
+
+        _local._get, _local._put = counted_get, counted_put
+
+    def reset(self) -> None:
+        self.read.clear()
+        self.written.clear()
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(self.read.values())
+
+
+def _files(root: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime) of every file under root: to tell whether an object was rewritten."""
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            out[str(p)] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+# ----------------------------------------------------------------------------- data set-up
+
+
+@case
+def build_warehouse(p: dict[str, Any]) -> dict[str, Any]:
+    """A synthetic cohort in a fresh local Iceberg warehouse."""
+    from xr_methyl import LocalWarehouse
+    from xr_methyl.synthetic import build_cohort
+
+    t0 = time.perf_counter()
+    cohort = build_cohort(
+        LocalWarehouse(p["path"]), n_samples=p["samples"], n_cpgs=p["cpgs"], batch_size=p["batch_size"], seed=p["seed"]
+    )
+    return {"seconds": time.perf_counter() - t0, "batches": cohort.batches}
+
+
+@case
+def build_one_batch_warehouse(p: dict[str, Any]) -> dict[str, Any]:
+    """A warehouse holding the given samples of another one as a single batch ("P000").
+
+    Copied source batch by source batch, so memory stays that of one 8-sample batch
+    (building a 32-sample plate with build_cohort would hold all its rows at once).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from xr_methyl import LocalWarehouse
+
+    t0 = time.perf_counter()
+    src, dst = LocalWarehouse(p["source"]), LocalWarehouse(p["path"])
+    dst.create_tables(metadata_schema=pa.schema([("age", pa.float64()), ("sex", pa.string())]))
+    dst.append("cpgs", src.cpgs())
+    members = src.resolve_samples(p["samples"])
+    dst.append("sample_batch_map", members.set_column(1, "batch_id", pa.array(["P000"] * len(members))))
+    wanted = pa.array(p["samples"])
+    for batch_id in dict.fromkeys(members["batch_id"].to_pylist()):
+        for table in ("beta", "coverage"):
+            rows = pads.dataset(_source_files(p["source"], table, [batch_id])).to_table(
+                filter=pc.field("sample_id").isin(wanted))
+            dst.append(table, rows.set_column(rows.schema.get_field_index("batch_id"), "batch_id",
+                                              pa.array(["P000"] * len(rows))))
+    return {"seconds": time.perf_counter() - t0, "batches": {"P000": p["samples"]}}
+
+
+def _batches_of(warehouse: str, sample_ids: list[str]) -> dict[str, list[str]]:
+    from xr_methyl import LocalWarehouse
+
+    table = LocalWarehouse(warehouse).resolve_samples(sample_ids)
+    groups: dict[str, list[str]] = {}
+    for s, b in zip(table["sample_id"].to_pylist(), table["batch_id"].to_pylist()):
+        groups.setdefault(b, []).append(s)
+    return groups
+
+
+def _source_files(warehouse: str, table: str, batch_ids: list[str]) -> list[str]:
+    """The Iceberg data files of ``table`` for these batches (what DuckDB or pyarrow reads)."""
+    from xr_methyl import LocalWarehouse
+
+    wh = LocalWarehouse(warehouse)
+    ice = wh._table(table)
+    _, paths, _ = wh._plan(ice, ["batch_id", "sample_id", "cpg_id", table], batch_ids)
+    assert paths is not None, "the benchmark warehouse is plain Parquet"
+    return paths
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+@case
+def ingest(p: dict[str, Any]) -> dict[str, Any]:
+    """Warehouse export + locate + scatter + compress + write + commit of both tables."""
+    from xr_methyl import Loader, LocalWarehouse, MethylStore
+
+    wh = LocalWarehouse(p["warehouse"])
+    store = MethylStore.create(p["store"], warehouse=wh)
+    loader = Loader(store, wh, **({"max_memory": p["max_memory"]} if p.get("max_memory") else {}))
+    client = cluster = None
+    extra: dict[str, Any] = {}
+    if p.get("workers"):
+        from dask.distributed import Client, LocalCluster
+
+        t0 = time.perf_counter()
+        cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
+                               dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
+        client = Client(cluster)
+        extra["cluster_start_seconds"] = time.perf_counter() - t0
+    rss0 = rss_now()
+    t0 = time.perf_counter()
+    report = loader.ingest(p["samples"], progress=False, **({"client": client} if client else {}))
+    seconds = time.perf_counter() - t0
+    if client is not None:
+        extra["worker_peak_rss"] = max(client.run(peak_rss).values())
+        client.close()
+        cluster.close()
+    return {"seconds": seconds, "long_rows": report.long_rows, "rows_per_s": report.long_rows / seconds,
+            "stages": report.seconds, "rss_before": rss0, "samples": len(report.ingested), **extra}
+
+
+@case
+def pivot(p: dict[str, Any]) -> dict[str, Any]:
+    """DuckDB PIVOT of the same long rows of both value tables into in-memory tables."""
+    import duckdb
+
+    groups = _batches_of(p["warehouse"], p["samples"])
+    con = duckdb.connect()
+    con.execute(f"SET threads = {os.cpu_count()}")
+    samples = ", ".join("'" + s.replace("'", "''") + "'" for s in p["samples"])
+    t0 = time.perf_counter()
+    rows = long_rows = 0
+    for table in p.get("tables", ["beta", "coverage"]):
+        con.read_parquet(_source_files(p["warehouse"], table, list(groups)), hive_partitioning=False).create_view("src")
+        long_rows += con.sql(f"SELECT count(*) FROM src WHERE sample_id IN ({samples})").fetchall()[0][0]
+        # IN (...) lists the pivot columns: DuckDB need not scan for them first.
+        wide = con.sql(
+            f"PIVOT (SELECT sample_id, cpg_id, {table} FROM src WHERE sample_id IN ({samples})) "
+            f"ON sample_id IN ({samples}) USING first({table}) GROUP BY cpg_id"
+        ).to_arrow_table()
+        rows = wide.num_rows
+        del wide
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "long_rows": long_rows, "rows_per_s": long_rows / seconds, "wide_rows": rows}
+
+
+@case
+def decode(p: dict[str, Any]) -> dict[str, Any]:
+    """Merely decoding the same Parquet columns (sample_id, cpg_id, value) with pyarrow."""
+    import pyarrow.dataset as pads
+
+    groups = _batches_of(p["warehouse"], p["samples"])
+    t0 = time.perf_counter()
+    long_rows = 0
+    for table in ("beta", "coverage"):
+        for batch in pads.dataset(_source_files(p["warehouse"], table, list(groups))).to_batches(
+            columns=["sample_id", "cpg_id", table]
+        ):
+            long_rows += batch.num_rows
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "long_rows": long_rows, "rows_per_s": long_rows / seconds}
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+@case
+def build_read_store(p: dict[str, Any]) -> dict[str, Any]:
+    """Ingest the warehouse's samples, then repeat their blocks under new ids up to ``rows`` samples."""
+    from xr_methyl import Loader, LocalWarehouse, MethylStore
+
+    t0 = time.perf_counter()
+    wh = LocalWarehouse(p["warehouse"])
+    store = MethylStore.create(p["store"], warehouse=wh)
+    Loader(store, wh).ingest(p["samples"], progress=False)
+    n = len(store.sample_ids)
+    block = store.layout.sample_block
+    beta, cov = store.array("beta"), store.array("coverage")  # these handles keep the ingested rows only
+    ingested_blocks = store.commit.n_rows // block
+    k = 0
+    while n < p["rows"]:
+        lo = (k % ingested_blocks) * block
+        ids = [f"P{n + i:05d}" for i in range(block)]
+        store.append(f"pad{k:04d}", ids, beta[lo : lo + block], cov[lo : lo + block])
+        n += block
+        k += 1
+    return {"seconds": time.perf_counter() - t0, "samples": len(store.sample_ids)}
+
+
+@case
+def read_ensure(p: dict[str, Any]) -> dict[str, Any]:
+    """open_dataset + ensure(50 cached samples) + .beta.values."""
+    import xarray as xr
+
+    import xr_methyl  # noqa: F401
+
+    t0 = time.perf_counter()
+    ds = xr.open_dataset(p["store"], engine="methylzarr")
+    values = ds.methyl.ensure(p["samples"], progress=False).beta.values
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "shape": list(values.shape), "checksum": float(np.nansum(values, dtype=np.float64))}
+
+
+@case
+def read_zarr(p: dict[str, Any]) -> dict[str, Any]:
+    """zarr-python reading the same rows straight from beta.zarr (each 8-row block as one slice)."""
+    import zarr
+
+    t0 = time.perf_counter()
+    root = Path(p["store"])
+    rows_of = {s: i for i, s in enumerate(json.loads((root / "sample_ids.json").read_text())) if s is not None}
+    arr = zarr.open_array(root / "beta.zarr", mode="r")
+    rows = np.array([rows_of[s] for s in p["samples"]])
+    block = arr.shards[0]
+    out = np.empty((len(rows), arr.shape[1]), arr.dtype)
+    for b in np.unique(rows // block):
+        piece = arr[b * block : (b + 1) * block]
+        where = np.flatnonzero(rows // block == b)
+        out[where] = piece[rows[where] - b * block]
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "checksum": float(np.nansum(out, dtype=np.float64))}
+
+
+@case
+def read_pivot(p: dict[str, Any]) -> dict[str, Any]:
+    """DuckDB pivot of the same 50 samples' beta from the warehouse into memory."""
+    return pivot({**p, "tables": ["beta"]})
+
+
+@case
+def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
+    """``n`` scattered CpGs x all samples, then the full matrix, with bytes read from disk."""
+    import xarray as xr
+
+    import xr_methyl  # noqa: F401
+
+    counter = ByteCounter()
+    ds = xr.open_dataset(p["store"], engine="methylzarr")
+    cols = np.sort(np.random.default_rng(7).choice(ds.sizes["cpg"], p["n"], replace=False))
+    t0 = time.perf_counter()
+    some = ds.beta.isel(cpg=cols).values
+    t_some = time.perf_counter() - t0
+    some_bytes = counter.bytes_read
+    counter.reset()
+    t0 = time.perf_counter()
+    full = ds.beta.values
+    t_full = time.perf_counter() - t0
+    assert np.array_equal(full[:, cols], some, equal_nan=True)
+    return {"scattered_seconds": t_some, "scattered_bytes": some_bytes, "full_seconds": t_full,
+            "full_bytes": counter.bytes_read, "shape": list(full.shape)}
+
+
+# ----------------------------------------------------------------------------- appends
+
+
+@case
+def build_append_store(p: dict[str, Any]) -> dict[str, Any]:
+    """A store of ``batches`` 8-sample batches: real values in the first CpG shard, empty elsewhere."""
+    from xr_methyl import MethylStore
+
+    t0 = time.perf_counter()
+    store = MethylStore.create(p["store"], cpg_ids=_axis_table(p["cpgs"]))
+    for k in range(p["batches"]):
+        beta, cov = _block(store, k, p["width"])
+        store.append(f"B{k:04d}", [f"S{k:04d}_{i}" for i in range(len(beta))], beta, cov)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _block(store, seed: int, width: int):
+    rng = np.random.default_rng(seed)
+    shape = (store.layout.sample_block, store.n_cpgs)
+    beta = np.full(shape, np.nan, np.float32)
+    beta[:, :width] = rng.beta(0.5, 0.5, (shape[0], width)).astype(np.float32)
+    cov = np.zeros(shape, store.coverage_dtype)
+    cov[:, :width] = rng.integers(1, 40, (shape[0], width))
+    return beta, cov
+
+
+@case
+def append(p: dict[str, Any]) -> dict[str, Any]:
+    """Append 8-sample batches with values on every CpG (median of 3); count bytes of existing objects touched."""
+    from xr_methyl import MethylStore
+
+    store = MethylStore.open(p["store"])
+    store.verify_axis()  # once per store object: not part of an append's cost
+    beta, cov = _block(store, 10_000, store.n_cpgs)
+    root = Path(p["store"])
+    before = _files(root)
+    counter = ByteCounter()
+    times = []
+    for k in range(3):
+        t0 = time.perf_counter()
+        store.append(f"new{k}", [f"N{k}_{i}" for i in range(len(beta))], beta, cov)
+        times.append(time.perf_counter() - t0)
+    seconds = float(np.median(times))
+    after = _files(root)
+    existing_data = {f for f in before if "/c/" in f}
+    return {
+        "seconds": seconds,
+        "all_seconds": times,
+        "existing_shard_bytes_read": sum(n for f, n in counter.read.items() if f in existing_data),
+        "existing_shards_rewritten": sum(1 for f in existing_data if after.get(f) != before[f]),
+        "existing_metadata_rewritten": sorted(
+            os.path.relpath(f, root) for f in before if f not in existing_data and after.get(f) != before[f]
+        ),
+        "new_bytes_written": sum(counter.written.values()),
+    }
+
+
+# ----------------------------------------------------------------------------- open / index
+
+
+def _axis_table(n: int, n_chroms: int = 22):
+    """``n`` CpGs in genome order on ``n_chroms`` chromosomes, ids "chrK:pos"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    per = -(-n // n_chroms)
+    chrom_index = np.repeat(np.arange(n_chroms, dtype=np.int32), per)[:n]
+    pos = 10_000 + (np.arange(n) % per) * 37
+    names = pa.array([f"chr{k + 1}" for k in range(n_chroms)])
+    chrom = names.take(pa.array(chrom_index))
+    ids = pc.binary_join_element_wise(chrom, pa.array(pos).cast(pa.string()), ":")
+    return pa.table({"cpg_id": ids, "chrom": chrom, "pos": pa.array(pos, pa.int64())})
+
+
+@case
+def build_index_store(p: dict[str, Any]) -> dict[str, Any]:
+    """A store with a ``cpgs``-long CpG axis and one (empty) batch of 8 samples."""
+    from xr_methyl import MethylStore
+
+    t0 = time.perf_counter()
+    table = _axis_table(p["cpgs"])
+    store = MethylStore.create(p["store"], cpg_ids=table)
+    shape = (8, store.n_cpgs)
+    store.append("B0", [f"S{i}" for i in range(8)], np.full(shape, np.nan, np.float32),
+                 np.zeros(shape, store.coverage_dtype))
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _queries(n_cpgs: int, n: int):
+    rng = np.random.default_rng(5)
+    table = _axis_table(n_cpgs)
+    cols = rng.choice(n_cpgs, n, replace=False)
+    ids = table["cpg_id"].take(cols).to_pylist()
+    mid = table.slice(n_cpgs // 2 + n_cpgs // 88, 1)  # a quarter into a chromosome
+    chrom, start = mid["chrom"][0].as_py(), mid["pos"][0].as_py()
+    return ids, (chrom, start, start + 100_000)
+
+
+@case
+def open_index(p: dict[str, Any]) -> dict[str, Any]:
+    """xr.open_dataset of the store, then .sel of 5,000 ids and a 100 kb region."""
+    import xarray as xr
+
+    import xr_methyl  # noqa: F401
+
+    ids, (chrom, start, end) = _queries(p["cpgs"], p["n"])
+    rss0 = rss_now()
+    t0 = time.perf_counter()
+    ds = xr.open_dataset(p["store"], engine="methylzarr")
+    t_open = time.perf_counter() - t0
+    rss_open = rss_now() - rss0
+    t0 = time.perf_counter()
+    picked = ds.sel(cpg=ids)
+    t_sel = time.perf_counter() - t0
+    assert [str(c) for c in picked.cpg.values[:3]] == ids[:3]
+    t0 = time.perf_counter()
+    region = ds.methyl.region(chrom, start, end)
+    t_region = time.perf_counter() - t0
+    return {"open_seconds": t_open, "open_rss_growth": rss_open, "sel_seconds": t_sel,
+            "region_seconds": t_region, "region_cpgs": int(region.sizes["cpg"]), "rss_growth": rss_now() - rss0}
+
+
+@case
+def open_pandas(p: dict[str, Any]) -> dict[str, Any]:
+    """Baseline: the same ids as a plain PandasIndex (what a default xarray index builds), then .sel."""
+    import xarray as xr
+
+    ids, _ = _queries(p["cpgs"], p["n"])
+    rss0 = rss_now()
+    t0 = time.perf_counter()
+    raw = np.load(Path(p["store"]) / "cpg_ids.npy")
+    ds = xr.Dataset(coords={"cpg": ("cpg", raw.astype(f"U{raw.dtype.itemsize}"))})
+    t_open = time.perf_counter() - t0
+    rss_open = rss_now() - rss0
+    t0 = time.perf_counter()
+    ds.sel(cpg=ids)
+    t_sel = time.perf_counter() - t0
+    return {"open_seconds": t_open, "open_rss_growth": rss_open, "sel_seconds": t_sel, "rss_growth": rss_now() - rss0}
+
+
+def main(argv: list[str]) -> None:
+    name, params = argv[0], json.loads(argv[1])
+    result = CASES[name](params)
+    result["peak_rss"] = peak_rss()
+    print("RESULT " + json.dumps(result, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

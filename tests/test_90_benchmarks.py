@@ -1,0 +1,21 @@
+"""The benchmark suite runs end to end at a tiny size (no assertion on speed: CI keeps it working)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_every_comparison(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--size", "tiny", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert not [name for name, case in result["cases"].items() if "error" in case]
+    assert len(result["table"]) == 10 and all(row["ratio"] != "n/a" for row in result["table"])
+    assert (tmp_path / "results.md").read_text().startswith("Size `tiny`")
