@@ -22,7 +22,16 @@ from typing import Literal
 
 import numpy as np
 
-from xr_methyl.errors import DataError, UnknownCpgError, UnknownCpgWarning, UnknownSamplesError
+from xr_methyl.errors import (
+    DataError,
+    MethylError,
+    StoreWriteError,
+    UnknownCpgError,
+    UnknownCpgWarning,
+    UnknownSamplesError,
+    WarehouseError,
+)
+from xr_methyl.redact import redact
 from xr_methyl.scatter import WideBlock
 from xr_methyl.store import MethylStore
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
@@ -124,6 +133,7 @@ class Loader:
             log.debug("all %d requested sample(s) are cached", len(ids))
             return report
 
+        self._check_writable(len(missing))
         t0 = time.perf_counter()
         wh = self.warehouse
         groups, metadata = self._resolve(wh, missing)
@@ -139,12 +149,14 @@ class Loader:
             t0 = time.perf_counter()
             for table in VALUE_TABLES:
                 bar.set_postfix_str(f"export {table}")
-                exports[table] = wh.export(table, groups)
+                log.debug("exporting %s of %d batch(es)", table, len(groups))
+                exports[table] = self._export(wh, table, groups)
                 bar.update(1)
             report.seconds["export"] = time.perf_counter() - t0
             t_scatter = t_write = 0.0
             for batch_id, members in groups.items():
                 bar.set_postfix_str(f"batch {batch_id}: scatter")
+                log.debug("batch %s: scattering %d sample(s)", batch_id, len(members))
                 t0 = time.perf_counter()
                 blocks = {table: self._scatter(locator, exports[table], table, batch_id, members, report)
                           for table in VALUE_TABLES}
@@ -174,6 +186,34 @@ class Loader:
         return report
 
     # -- steps ----------------------------------------------------------------------------
+    def _check_writable(self, n_missing: int) -> None:
+        """Fail before paying the warehouse if the store cannot take the new samples."""
+        try:
+            self.store.storage.check_writable()
+        except OSError as err:
+            from xr_methyl.store import _write_failure
+
+            raise StoreWriteError(
+                _write_failure(self.store.storage.uri, f"preparing to ingest {n_missing} missing sample(s)", err,
+                               len(self.store.sample_ids)),
+                errno=err.errno,
+            ) from err
+
+    @staticmethod
+    def _export(wh: Warehouse, table: str, groups: dict[str, list[str]]):
+        """One export, with any failure of the warehouse's own turned into a WarehouseError."""
+        try:
+            return wh.export(table, groups)
+        except MethylError:
+            raise
+        except Exception as err:
+            n = sum(map(len, groups.values()))
+            # The driver's message may quote a signed URL or a connection string.
+            raise WarehouseError(redact(
+                f"exporting {table} of {n} sample(s) in {len(groups)} batch(es) from {wh.describe()} failed: "
+                f"{type(err).__name__}: {err}. Nothing was written to the store; re-run once the warehouse works."
+            )) from err
+
     def _resolve(self, wh: Warehouse, missing: list[str]):
         """Group missing samples by batch; fail on unknown ids before writing anything."""
         table = wh.resolve_samples(missing)
@@ -196,9 +236,12 @@ class Loader:
         dtype = "float32" if table == "beta" else self.store.coverage_dtype
         block = WideBlock(table, members, self.store.n_cpgs, dtype)
         dataset = export.dataset(batch_id)
+        seen = dropped_here = 0
         for located in locator.locate(dataset, members):
             known = located.cols >= 0
             dropped = int(len(known) - np.count_nonzero(known))
+            seen += len(known)
+            dropped_here += dropped
             if dropped:
                 if self.on_unknown_cpg == "error":
                     raise UnknownCpgError(
@@ -210,6 +253,14 @@ class Loader:
                     located.rows[known], located.cols[known], located.values[known])
             block.add(located.rows, located.cols, located.values)
             report.long_rows += len(located.rows)
+        if seen and dropped_here == seen and self.on_unknown_cpg != "ignore":
+            # Not one row on the axis: a store made for another CpG axis (or another warehouse).
+            raise UnknownCpgError(
+                f"{table} of batch {batch_id!r}: none of its {seen} warehouse row(s) has a cpg_id on the store's "
+                f"CpG axis ({self.store.n_cpgs} CpGs, e.g. {self.store.cpg_axis.labels()[0]!r}); the store was "
+                "created for another CpG axis. Create a store from this warehouse's cpgs table, or pass "
+                "on_unknown_cpg='ignore' to store these samples empty. Nothing of this batch was written."
+            )
         try:
             return block.finish()
         except DataError as err:

@@ -30,9 +30,11 @@ append deletes the orphaned shards and writes the rows again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,8 +43,18 @@ from typing import Any
 import numpy as np
 
 from xr_methyl.cpg_axis import CpgAxis
-from xr_methyl.errors import CorruptStoreError, DataError, StoreError, StoreExistsError, StoreNotFoundError
-from xr_methyl.storage import LocalStorage
+from xr_methyl.errors import (
+    CorruptStoreError,
+    DataError,
+    MethylError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
+from xr_methyl.redact import redact
+from xr_methyl.storage import OWNER_FILE, LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +69,10 @@ SAMPLE_IDS = "sample_ids.json"
 BATCHES = "ingested_batches.json"
 SAMPLES = "samples.json"
 LOCK = "write.lock"
+BLOCKS = "blocks"
+
+#: Temporary files written without the write lock are left alone for this long.
+STALE_TEMP_SECONDS = 60.0
 
 COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
 
@@ -103,6 +119,26 @@ class Layout:
     def from_json(cls, doc: Mapping[str, Any]) -> Layout:
         (chunk_rows, cpg_chunk), (sample_block, cpg_shard) = doc["chunk_shape"], doc["shard_shape"]
         return cls(int(sample_block), int(chunk_rows), int(cpg_chunk), int(cpg_shard))
+
+
+@dataclass
+class GcReport:
+    """What :meth:`MethylStore.gc` removed (or, with ``dry_run``, would remove)."""
+
+    removed: list[tuple[str, int]]  # (store key or path, bytes)
+    broken_locks: list[dict | None]  # records of dead writers whose locks were taken over
+    dry_run: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.removed)
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        text = f"{verb} {len(self.removed)} item(s), {self.bytes:,} bytes"
+        if self.broken_locks:
+            text += f"; took over {len(self.broken_locks)} lock(s) of dead writers"
+        return text
 
 
 @dataclass(frozen=True)
@@ -194,7 +230,8 @@ class MethylStore:
             "coverage_dtype": coverage_dtype,
             "compression": {"codec": "zstd", "level": compression_level},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "warehouse": wh.describe() if wh is not None else None,
+            # describe() must hold no secret; redact anyway, since the manifest is shared with every reader.
+            "warehouse": redact(wh.describe()) if wh is not None else None,
         }
 
         # Build the whole store in a hidden sibling, then rename it into place:
@@ -334,28 +371,49 @@ class MethylStore:
         """
         sample_ids = list(sample_ids)
         self._check_block(batch_id, sample_ids, beta, coverage)
-        with self.storage.lock(LOCK, timeout=lock_timeout):
-            commit = self.refresh()
-            already = commit.row_of
-            keep = [i for i, s in enumerate(sample_ids) if s not in already]
-            if not keep:
-                return []
-            if len(keep) < len(sample_ids):
-                log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(sample_ids) - len(keep))
-                sample_ids = [sample_ids[i] for i in keep]
-                beta, coverage = beta[keep], coverage[keep]
-            self._write_rows(commit.n_rows, beta, coverage)
-            # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
-            # Built from the commit, so entries of earlier interrupted appends are dropped.
-            batches = {**commit.batches, batch_id: [*commit.batches.get(batch_id, []), *sample_ids]}
-            self.storage.write_json(BATCHES, batches)
-            samples = dict(commit.samples)
-            for s in sample_ids:
-                samples[s] = {"batch_id": batch_id, **dict((metadata or {}).get(s, {}))}
-            self.storage.write_json(SAMPLES, samples)
-            padding = [None] * (_round_up(len(sample_ids), self.layout.sample_block) - len(sample_ids))
-            self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
-            self.refresh()
+        before = len(self.commit.sample_ids)
+        try:
+            with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
+                commit = self.refresh()
+                before = len(commit.sample_ids)
+                already = commit.row_of
+                keep = [i for i, s in enumerate(sample_ids) if s not in already]
+                if not keep:
+                    return []
+                if len(keep) < len(sample_ids):
+                    log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(sample_ids) - len(keep))
+                    sample_ids = [sample_ids[i] for i in keep]
+                    beta, coverage = beta[keep], coverage[keep]
+                self._reclaim(commit)
+                n_rows = _round_up(len(sample_ids), self.layout.sample_block)
+                log.debug("batch %s: writing rows %d-%d", batch_id, commit.n_rows, commit.n_rows + n_rows - 1)
+                self._write_rows(commit.n_rows, beta, coverage)
+                self._record_blocks(commit.n_rows, n_rows)
+                # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
+                # Built from the commit, so entries of earlier interrupted appends are dropped.
+                log.debug("batch %s: writing sidecars", batch_id)
+                batches = {**commit.batches, batch_id: [*commit.batches.get(batch_id, []), *sample_ids]}
+                self.storage.write_json(BATCHES, batches)
+                samples = dict(commit.samples)
+                for s in sample_ids:
+                    samples[s] = {"batch_id": batch_id, **dict((metadata or {}).get(s, {}))}
+                self.storage.write_json(SAMPLES, samples)
+                # Fencing: commit only while we still hold the lock and the commit is the one we built on.
+                lock.check()
+                if _read_json(self.storage, SAMPLE_IDS, list) != commit.rows:
+                    raise StoreLockedError(
+                        f"{self.storage.uri}/{SAMPLE_IDS} changed under the write lock; batch {batch_id!r} "
+                        "was not committed (re-run to ingest it)"
+                    )
+                padding = [None] * (n_rows - len(sample_ids))
+                log.debug("batch %s: committing", batch_id)
+                self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
+                self.refresh()
+        except OSError as err:
+            if isinstance(err, MethylError):
+                raise
+            raise StoreWriteError(_write_failure(self.storage.uri, f"appending batch {batch_id!r}", err, before),
+                                  errno=err.errno) from err
         log.info("committed batch %s: %d sample(s)", batch_id, len(sample_ids))
         return sample_ids
 
@@ -400,6 +458,140 @@ class MethylStore:
                     piece = np.concatenate([piece, np.full((step - len(piece), self.n_cpgs), fill, block.dtype)])
                 arr[start + lo : start + lo + step, :] = piece
 
+    def _record_blocks(self, start: int, n_rows: int) -> None:
+        """Write ``blocks/<i>.json`` for each new block: the shard objects it holds, with sizes and sha256.
+
+        Written ahead of the commit, like the other sidecars; :meth:`verify`
+        uses them to tell a missing or damaged shard from one never written
+        (zarr writes no object for a shard that is all fill value).
+        """
+        block = self.layout.sample_block
+        arrays = {name: self.array(name) for name in ("beta", "coverage")}
+        for b in range(start // block, (start + n_rows) // block):
+            record: dict[str, Any] = {"block": b, "rows": [b * block, (b + 1) * block]}
+            for name, arr in arrays.items():
+                record[name] = {}
+                for key in self.shard_keys(name, b, arr):
+                    try:
+                        data = self.storage.read_bytes(key)
+                    except FileNotFoundError:
+                        continue  # all fill value: zarr wrote nothing
+                    record[name][key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            self.storage.write_json(block_record_key(b), record)
+
+    def shard_keys(self, name: str, block: int, arr=None) -> list[str]:
+        """Store keys of the shard objects of one block of ``"beta"`` or ``"coverage"``."""
+        arr = arr if arr is not None else self.array(name)
+        n_col = math.ceil(self.n_cpgs / self.layout.cpg_shard)
+        prefix = {"beta": BETA, "coverage": COVERAGE}[name]
+        return [f"{prefix}/{arr.metadata.encode_chunk_key((block, j))}" for j in range(n_col)]
+
+    def _reclaim(self, commit: Commit, *, deep: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove what interrupted appends left past the commit; return the (key, bytes) removed.
+
+        Call with the write lock held.  Always: shard objects of blocks past
+        the commit (and the arrays' shape shrunk back to the commit), their
+        block records, temporary files in the store's top level and the
+        arrays' top level.  ``deep`` also walks the arrays for zarr's
+        temporary ``*.partial`` files and drops sidecar entries of uncommitted
+        samples.
+        """
+        removed: list[tuple[str, int]] = []
+
+        def drop(key: str) -> None:
+            removed.append((key, self.storage.size(key)))
+            if not dry_run:
+                self.storage.remove(key)
+
+        n_blocks = commit.n_rows // self.layout.sample_block
+        for name, prefix in (("beta", BETA), ("coverage", COVERAGE)):
+            for entry in self.storage.list_dir(f"{prefix}/c"):
+                if not entry.isdigit() or int(entry) >= n_blocks:
+                    drop(f"{prefix}/c/{entry}")
+            for entry in self.storage.list_dir(prefix):
+                if entry.endswith(".partial"):
+                    drop(f"{prefix}/{entry}")
+            if deep:
+                gone = [key for key, _ in removed]
+                for key, _ in list(self.storage.walk(prefix)):
+                    if key.endswith(".partial") and not any(key == g or key.startswith(g + "/") for g in gone):
+                        drop(key)
+            arr = self.array(name, writable=not dry_run)
+            if arr.shape[0] > commit.n_rows:
+                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - commit.n_rows)
+                removed.append((f"{prefix}/zarr.json#rows {commit.n_rows}-{arr.shape[0] - 1}", 0))
+                if not dry_run:
+                    arr.resize((commit.n_rows, self.n_cpgs))
+        for entry in self.storage.list_dir(BLOCKS):
+            index = entry.removesuffix(".json")
+            if not index.isdigit() or int(index) >= n_blocks:
+                drop(f"{BLOCKS}/{entry}")
+        now = time.time()
+        for entry in self.storage.list_dir(""):
+            # Sidecar temporaries are written under the lock we hold: stale.  Lock
+            # temporaries and writability probes are written without it: only old ones.
+            unlocked = entry.startswith((f".{LOCK}.", ".probe-"))
+            stale_temp = entry.startswith(".") and entry.endswith(".tmp")
+            if (stale_temp or entry.startswith(f".{LOCK}.broken-") or entry == OWNER_FILE) and (
+                not unlocked or now - self.storage.path(entry).stat().st_mtime > STALE_TEMP_SECONDS
+            ):
+                drop(entry)
+        if deep:
+            for key, kind in ((BATCHES, dict), (SAMPLES, dict)):
+                doc = _read_json(self.storage, key, kind)
+                clean = commit.batches if key == BATCHES else commit.samples
+                if doc != clean:
+                    removed.append((f"{key}#uncommitted entries", 0))
+                    if not dry_run:
+                        self.storage.write_json(key, clean)
+        return removed
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def gc(self, *, warehouse=None, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
+        """Reclaim everything that interrupted writers left behind; return what was (or would be) removed.
+
+        Under the write lock (so a running append is never disturbed; a lock
+        left by a dead writer is taken over): shard objects, block records and
+        zarr shape of rows past the commit, temporary files of interrupted
+        atomic writes, sidecar entries of uncommitted samples.  Without it:
+        staging directories of interrupted creates of this store whose creator
+        is gone, and, given a warehouse that offers ``reclaim_exports``, its
+        export staging directories whose exporter is gone.  Committed data is
+        never touched.
+
+        Parameters
+        ----------
+        warehouse
+            Also reclaim this warehouse's abandoned export staging (a
+            ``Warehouse``, URI or path); ``None`` leaves warehouses alone.
+        dry_run
+            Only report what would be removed.
+        lock_timeout
+            Seconds to wait for a running writer to finish.
+        """
+        with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
+            commit = self.refresh()
+            removed = self._reclaim(commit, deep=True, dry_run=dry_run)
+        removed.extend(self.storage.reclaim_staging(dry_run=dry_run))
+        if warehouse is not None:
+            from xr_methyl.warehouse import open_warehouse
+
+            wh = open_warehouse(warehouse)
+            if hasattr(wh, "reclaim_exports"):
+                removed.extend(wh.reclaim_exports(dry_run=dry_run))
+        report = GcReport(removed=removed, broken_locks=lock.broken, dry_run=dry_run)
+        log.info("gc %s: %s", self.storage.uri, report.summary())
+        return report
+
+    def verify(self, *, warehouse=None, cells: int = 0, seed: int | None = None):
+        """Check the store against itself and, with ``cells > 0``, against the warehouse.
+
+        See :func:`xr_methyl.verify.verify_store`; returns a ``VerifyReport``.
+        """
+        from xr_methyl.verify import verify_store
+
+        return verify_store(self, warehouse=warehouse, cells=cells, seed=seed)
+
     # -- reporting ------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """A summary for ``xr-methyl info``."""
@@ -415,6 +607,28 @@ class MethylStore:
             "created_at": self.manifest.get("created_at"),
             "bytes": {"beta": self.storage.size(BETA), "coverage": self.storage.size(COVERAGE), "total": self.storage.size()},
         }
+
+
+def block_record_key(block: int) -> str:
+    """Key of the shard record of one block (see :meth:`MethylStore._record_blocks`)."""
+    return f"{BLOCKS}/{block:08d}.json"
+
+
+def _write_failure(uri: str, doing: str, err: OSError, n_committed: int) -> str:
+    """A message for an ``OSError`` met while writing: what failed, what is kept, what to do."""
+    import errno as errnos
+
+    reason = err.strerror or str(err) or type(err).__name__
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno == errnos.ENOSPC:
+        fix = "free disk space, then re-run the same ensure (xr-methyl gc STORE reclaims what this attempt left)"
+    elif err.errno in (errnos.EACCES, errnos.EPERM, errnos.EROFS):
+        fix = ("the store is read-only or not writable by this user: cached samples can still be read; "
+               "ingesting new ones needs write access")
+    else:
+        fix = "fix the cause, then re-run the same ensure"
+    return (f"could not write to the store {uri} while {doing}: {reason}{where}. The store keeps its last "
+            f"commit ({n_committed} sample(s)); {fix}.")
 
 
 def _round_up(n: int, block: int) -> int:

@@ -33,9 +33,11 @@ def open_warehouse(spec: Warehouse | str | os.PathLike) -> Warehouse:
             return LocalWarehouse(Path(spec.removeprefix("file://")))
         if "://" not in spec:
             return LocalWarehouse(Path(spec))
+        from xr_methyl.redact import redact
+
         scheme = spec.split("://", 1)[0]
         raise WarehouseError(
-            f"unsupported warehouse URI scheme {scheme!r} in {spec!r}; expected a local path or file:// URI "
-            "of an embedded Iceberg warehouse"
+            f"unsupported warehouse URI scheme {scheme!r} in {redact(spec)!r}; expected a local path or file:// "
+            "URI of an embedded Iceberg warehouse"
         )
-    raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__} {spec!r}")
+    raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__}")
