@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +109,7 @@ class CpgAxis:
                 return cls(ids=id_array)
             with np.load(io.BytesIO(loci), allow_pickle=False) as z:
                 return cls(ids=id_array, chrom_names=z["chrom_names"], chrom_codes=z["chrom_codes"], pos=z["pos"])
-        except (ValueError, OSError, KeyError, EOFError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
 
 

@@ -303,10 +303,13 @@ def run_trials(trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 
 
 
 def _young_unlocked_temp(store_path: Path, key: str) -> bool:
-    """A lock-acquisition temporary of a killed waiter: reclaimed once older than a minute."""
+    """A temporary written without the lock (a lock attempt, a writability probe) by a killed writer.
+
+    The store leaves these alone for a minute (their writer may be alive) and reclaims them after.
+    """
     from xr_methyl.store import LOCK, STALE_TEMP_SECONDS
 
-    if not key.startswith(f".{LOCK}."):
+    if not key.startswith((f".{LOCK}.", ".probe-")):
         return False
     try:
         return time.time() - (store_path / key).stat().st_mtime <= STALE_TEMP_SECONDS

@@ -262,8 +262,8 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
                     truth[(s, c)] = v
         stored = store.read(name, chosen, np.unique(cell_cpg))
         column = {int(c): i for i, c in enumerate(np.unique(cell_cpg))}
-        for si, ci in zip(cell_sample, cell_cpg):
-            s, cpg = chosen[si], labels[ci]
+        for si, ci in sorted(set(zip(cell_sample.tolist(), cell_cpg.tolist()))):
+            s, cpg = chosen[si], str(labels[ci])
             if s not in batch_of:
                 continue
             got = stored[si, column[int(ci)]]
@@ -275,7 +275,7 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
             if not same:
                 mismatches += 1
                 if mismatches <= 10:
-                    report.problems.append(f"{name} of ({s!r}, {cpg!r}): store has {got!r}, warehouse has "
+                    report.problems.append(f"{name} of ({s!r}, {cpg!r}): store has {got.item()!r}, warehouse has "
                                            f"{'no row' if want is None else want!r}")
     if mismatches > 10:
         report.problems.append(f"... {mismatches} mismatching cell(s) in all")
