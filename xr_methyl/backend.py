@@ -40,6 +40,19 @@ class StoreArray(BackendArray):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
+        try:
+            return self._read_rows(key)
+        except Exception as err:  # a damaged shard: the codec raises one of several types
+            from xr_methyl.errors import CorruptStoreError, MethylError
+
+            if isinstance(err, MethylError):
+                raise
+            raise CorruptStoreError(
+                f"cannot read {self.array.store_path}: {type(err).__name__}: {err}; "
+                "run `xr-methyl verify STORE` to find the damaged shards"
+            ) from err
+
+    def _read_rows(self, key: tuple) -> np.ndarray:
         sample_key, cpg_key = key
         rows = self.rows[sample_key]
         if np.ndim(rows) == 0:

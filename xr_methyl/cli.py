@@ -1,7 +1,8 @@
 """``xr-methyl``: the command line.
 
-Commands: ``demo``, ``init``, ``ensure``, ``info``.  User errors print one line
-and exit 1; only unexpected failures show a traceback.
+Commands: ``demo``, ``init``, ``ensure``, ``info``, ``verify``, ``gc``.  User
+errors print one line and exit 1; only unexpected failures show a traceback.
+Everything printed or logged passes through :func:`xr_methyl.redact.redact`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ import warnings
 from pathlib import Path
 
 from xr_methyl.errors import MethylError
+from xr_methyl.redact import RedactingFilter, redact
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         return args.run(args) or 0
     except (MethylError, OSError, ValueError, TypeError) as err:
         message = err.message if hasattr(err, "message") else str(err)
-        print(f"xr-methyl {args.command}: error: {message}", file=sys.stderr)
+        print(redact(f"xr-methyl {args.command}: error: {message}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"xr-methyl {args.command}: interrupted; the store keeps its last commit", file=sys.stderr)
@@ -66,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+
+    verify = sub.add_parser("verify", help="check a store's files (and, optionally, cells against the warehouse)")
+    verify.add_argument("store")
+    verify.add_argument("--against-warehouse", type=int, default=0, metavar="N",
+                        help="also compare N random (sample, CpG) cells with the warehouse")
+    verify.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
+    verify.add_argument("--seed", type=int, default=None, help="seed of the random cells")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(run=_verify)
+
+    gc = sub.add_parser("gc", help="reclaim what interrupted writers left behind (never committed data)")
+    gc.add_argument("store")
+    gc.add_argument("--warehouse", help="also reclaim this warehouse's abandoned export staging")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--json", action="store_true", help="print JSON")
+    gc.set_defaults(run=_gc)
     return parser
 
 
@@ -125,6 +145,39 @@ def _info(args) -> int:
               f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
     print(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
           f"coverage {_size(info['bytes']['coverage'])})")
+    return 0
+
+
+def _verify(args) -> int:
+    """Exit 0 when healthy; 1 with the problems, one per line (the first line sums up)."""
+    from xr_methyl.verify import verify_store
+
+    if args.against_warehouse < 0:
+        raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")
+    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed)
+    if args.json:
+        print(redact(json.dumps({"ok": report.ok, "path": report.path, "problems": report.problems,
+                                 "notes": report.notes, "checked": report.checked}, indent=2)))
+    else:
+        print(redact(report.summary()))
+        for problem in report.problems:
+            print(redact(f"  problem: {problem}"))
+        for note in report.notes:
+            print(redact(f"  note: {note}"))
+    return 0 if report.ok else 1
+
+
+def _gc(args) -> int:
+    from xr_methyl.store import MethylStore
+
+    report = MethylStore.open(args.store).gc(warehouse=args.warehouse, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"dry_run": report.dry_run, "bytes": report.bytes, "removed": report.removed,
+                          "broken_locks": report.broken_locks}, indent=2))
+        return 0
+    print(report.summary())
+    for key, size in report.removed:
+        print(f"  {key} ({_size(size)})")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -199,7 +200,7 @@ class CpgAxis:
                 ordered = os.path.exists(os.path.join(index, "locus_order.npy"))
                 axis._tables.update(locus_keys=load("locus_keys.npy"),
                                     locus_order=load("locus_order.npy") if ordered else None)
-        except (ValueError, OSError, KeyError, EOFError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
         for name, table in axis._tables.items():
             if table is not None and len(table) != len(ids):
@@ -222,7 +223,7 @@ class CpgAxis:
                 return cls(ids=id_array)
             with np.load(io.BytesIO(loci), allow_pickle=False) as z:
                 return cls(ids=id_array, chrom_names=z["chrom_names"], chrom_codes=z["chrom_codes"], pos=z["pos"])
-        except (ValueError, OSError, KeyError, EOFError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
 
 

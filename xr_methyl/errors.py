@@ -34,6 +34,21 @@ class StoreLockedError(StoreError, TimeoutError):
     """Another writer held the store's write lock for longer than we waited."""
 
 
+class StoreWriteError(StoreError, OSError):
+    """Writing to a store failed (full disk, read-only, permission denied, ...).
+
+    Raised with the store at its last commit; ``errno`` is the one of the
+    ``OSError`` underneath (``errno.ENOSPC``, ``errno.EACCES``, ...).
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno ...]" only sometimes
+        return str(self.args[0])
+
+
 class UnknownSamplesError(MethylError, KeyError):
     """Sample ids that the warehouse does not know."""
 

@@ -34,7 +34,16 @@ from typing import Literal
 
 import numpy as np
 
-from xr_methyl.errors import DataError, UnknownCpgError, UnknownCpgWarning, UnknownSamplesError
+from xr_methyl.errors import (
+    DataError,
+    MethylError,
+    StoreWriteError,
+    UnknownCpgError,
+    UnknownCpgWarning,
+    UnknownSamplesError,
+    WarehouseError,
+)
+from xr_methyl.redact import redact
 from xr_methyl.scatter import WideBlock
 from xr_methyl.store import MethylStore, RowRange
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
@@ -160,6 +169,7 @@ class Loader:
             log.debug("all %d requested sample(s) are cached", len(ids))
             return report
 
+        self._check_writable(len(missing))
         t0 = time.perf_counter()
         wh = self.warehouse
         groups, metadata, resolve_queries = self._resolve(wh, missing)
@@ -172,12 +182,12 @@ class Loader:
             t0 = time.perf_counter()
             for table in VALUE_TABLES:
                 bar.set_postfix_str(f"export {table}")
-                planned = getattr(wh, "plan_export", None)
-                exports[table] = (planned(table, groups) if planned else None) or wh.export(table, groups)
+                log.debug("exporting %s of %d batch(es)", table, len(groups))
+                exports[table] = self._export(wh, table, groups)
                 bar.update(1)
             report.seconds["export"] = time.perf_counter() - t0
             jobs = {b: {t: _Source.of(exports[t], b) for t in VALUE_TABLES} for b in groups}
-            options = {"max_memory": self.max_memory, "strict": self.on_unknown_cpg == "error",
+            options = {"max_memory": self.max_memory, "on_unknown_cpg": self.on_unknown_cpg,
                        "coverage_dtype": str(self.store.coverage_dtype)}
             if client is None:
                 for batch_id, members in groups.items():
@@ -226,6 +236,36 @@ class Loader:
         report.batches.append(rows.batch_id)
 
     # -- steps ----------------------------------------------------------------------------
+    def _check_writable(self, n_missing: int) -> None:
+        """Fail before paying the warehouse if the store cannot take the new samples."""
+        try:
+            self.store.storage.check_writable()
+        except OSError as err:
+            from xr_methyl.store import _write_failure
+
+            raise StoreWriteError(
+                _write_failure(self.store.storage.uri, f"preparing to ingest {n_missing} missing sample(s)", err,
+                               len(self.store.sample_ids)),
+                errno=err.errno,
+            ) from err
+
+    @staticmethod
+    def _export(wh: Warehouse, table: str, groups: dict[str, list[str]]):
+        """One export, with any failure of the warehouse's own turned into a WarehouseError."""
+        try:
+            # A warehouse whose files can be read in place needs no staged copy.
+            planned = getattr(wh, "plan_export", None)
+            return (planned(table, groups) if planned else None) or wh.export(table, groups)
+        except MethylError:
+            raise
+        except Exception as err:
+            n = sum(map(len, groups.values()))
+            # The driver's message may quote a signed URL or a connection string.
+            raise WarehouseError(redact(
+                f"exporting {table} of {n} sample(s) in {len(groups)} batch(es) from {wh.describe()} failed: "
+                f"{type(err).__name__}: {err}. Nothing was written to the store; re-run once the warehouse works."
+            )) from err
+
     def _resolve(self, wh: Warehouse, missing: list[str]):
         """Group missing samples by batch; fail on unknown ids before writing anything."""
         table = wh.resolve_samples(missing)
@@ -301,7 +341,7 @@ def plan_units(n_rows: int, n_cpgs: int, *, block: int, cpg_shard: int, bytes_pe
             for r in range(0, n_rows, block) for c in range(0, n_cpgs, width)]
 
 
-def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: int, strict: bool,
+def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: int, on_unknown_cpg: str,
               coverage_dtype: str) -> dict:
     """Locate, scatter and write one reserved batch, unit by unit; runs in any process.
 
@@ -319,7 +359,7 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
         blocks = {}
         for table, source in sources.items():
             blocks[table] = _scatter_unit(locator, source, rows.batch_id, members, row_range, col_range,
-                                          dtypes[table], strict, out)
+                                          dtypes[table], on_unknown_cpg, out)
         out["seconds"]["scatter"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         rows.write(row_range.start, col_range.start, blocks["beta"], blocks["coverage"])
@@ -329,20 +369,23 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
 
 
 def _scatter_unit(locator, source: _Source, batch_id: str, members: list[str], row_range: slice, col_range: slice,
-                  dtype: np.dtype, strict: bool, out: dict) -> np.ndarray:
+                  dtype: np.dtype, on_unknown_cpg: str, out: dict) -> np.ndarray:
     """One unit's wide block of one table, from one pass over the batch's files."""
     table = source.table
     n_cols = col_range.stop - col_range.start
     block = WideBlock(table, members[row_range], n_cols, dtype)
     dataset = source.dataset()
     first_cols = col_range.start == 0  # count unknown ids once per row range
+    seen = dropped_here = 0
     for located in locator.locate(dataset, members, value_column=source.value_column,
                                   other_samples="drop" if source.whole_batches else "error", row_range=row_range):
         cols = located.cols
         known = cols >= 0
         dropped = int(len(known) - np.count_nonzero(known))
+        seen += len(known)
+        dropped_here += dropped
         if dropped and first_cols:
-            if strict:
+            if on_unknown_cpg == "error":
                 raise UnknownCpgError(
                     f"{table} of batch {batch_id!r}: {dropped} warehouse row(s) have a cpg_id that is not on "
                     "the store's CpG axis; nothing of this batch was written"
@@ -354,6 +397,14 @@ def _scatter_unit(locator, source: _Source, batch_id: str, members: list[str], r
             rows, cols, values = rows[inside], cols[inside], values[inside]
         block.add(rows - row_range.start, cols - col_range.start, values)
         out["long_rows"] += len(rows)
+    if seen and dropped_here == seen and on_unknown_cpg != "ignore":
+        # Not one row on the axis: a store made for another CpG axis (or another warehouse).
+        raise UnknownCpgError(
+            f"{table} of batch {batch_id!r}: none of its {seen} warehouse row(s) has a cpg_id on the store's "
+            f"CpG axis ({len(locator.axis)} CpGs, e.g. {locator.axis.ids[0].decode()!r}); the store was "
+            "created for another CpG axis. Create a store from this warehouse's cpgs table, or pass "
+            "on_unknown_cpg='ignore' to store these samples empty. Nothing of this batch was written."
+        )
     try:
         return block.finish()
     except DataError as err:
@@ -378,7 +429,7 @@ def _provenance(wh: Warehouse, batch_id: str, resolve_queries: list[dict], expor
                 queries.append({**{k: v for k, v in q.items() if k != "batches"}, "table": table})
         tables[table] = {k: _json_safe(v) for k, v in details.items() if k not in ("bytes_scanned", "dollars")}
     return {
-        "warehouse": wh.describe(),
+        "warehouse": redact(wh.describe()),  # describe() holds no secret; redact anyway, as the manifest does
         "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "queries": queries,
         "bytes_scanned": sum(int(q.get("bytes_scanned") or 0) for q in queries),

@@ -42,6 +42,10 @@ class Locator:
         self._lookup: CpgLookup | None = None
 
     @property
+    def axis(self) -> CpgAxis:
+        return self._axis
+
+    @property
     def lookup(self) -> CpgLookup:
         if self._lookup is None:
             self._lookup = CpgLookup(np.asarray(self._axis.ids))

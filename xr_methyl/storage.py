@@ -8,17 +8,36 @@ take its place behind the same methods.
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from xr_methyl.errors import StoreLockedError
+
+log = logging.getLogger(__name__)
+
+#: Lease of a lock: a holder on another host that has not refreshed its lock
+#: file for this long is presumed dead.  The holder refreshes it every lease/4.
+LEASE_SECONDS = 120.0
+#: A lock file that cannot be parsed (created, never filled) is stale after this long.
+UNREADABLE_GRACE_SECONDS = 10.0
+#: What a staging directory keeps of its creator, to tell a live one from a leftover.
+OWNER_FILE = ".owner.json"
+STAGING_LEASE_SECONDS = 3600.0
+
+# The process umask, read once (reading it means setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class LocalStorage:
@@ -57,6 +76,7 @@ class LocalStorage:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600: a shared cache must be readable by others
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -95,6 +115,7 @@ class LocalStorage:
         self.root.parent.mkdir(parents=True, exist_ok=True)
         staged = self.root.parent / f".{self.root.name}.creating-{uuid.uuid4().hex[:8]}"
         staged.mkdir()
+        write_owner(staged)  # so that gc can tell a live create from a leftover
         return LocalStorage(staged)
 
     def publish(self, staged: LocalStorage) -> bool:
@@ -112,67 +133,301 @@ class LocalStorage:
         except OSError:
             return False
         _fsync_dir(self.root.parent)
+        self.path(OWNER_FILE).unlink(missing_ok=True)
         return True
 
     # -- one writer at a time -------------------------------------------------------------
-    def lock(self, key: str, *, timeout: float) -> WriteLock:
-        return WriteLock(self.path(key), timeout=timeout)
+    def lock(self, key: str, *, timeout: float, lease: float = LEASE_SECONDS) -> WriteLock:
+        """The store's write lock (see :class:`WriteLock`); use it as a context manager."""
+        return WriteLock(self.path(key), timeout=timeout, lease=lease)
+
+    # -- writability and housekeeping ------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise the ``OSError`` a write here would raise (read-only, permission denied, full disk)."""
+        probe = self.path(f".probe-{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"probe")
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def remove(self, key: str) -> None:
+        """Delete one object (a file); missing is fine."""
+        path = self.path(key)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+    def walk(self, key: str = "") -> Iterator[tuple[str, int]]:
+        """Every object under ``key`` as (key relative to the store, size in bytes)."""
+        base = self.path(key)
+        if not base.is_dir():
+            return
+        for p in base.rglob("*"):
+            try:
+                if p.is_file():
+                    yield str(p.relative_to(self.root)).replace(os.sep, "/"), p.stat().st_size
+            except FileNotFoundError:  # removed while we walked
+                continue
+
+    def reclaim_staging(self, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove staging directories of interrupted creates of this store whose creator is gone.
+
+        Returns (path, bytes) of each; with ``dry_run`` only reports them.
+        """
+        out = []
+        for path in self.stale_siblings():
+            out.append((str(path), LocalStorage(path).size()))
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+        return out
+
+    def stale_siblings(self) -> list[Path]:
+        """Staging directories of interrupted creates of this store whose creator is gone."""
+        out = []
+        for p in self.root.parent.glob(f".{glob.escape(self.root.name)}.creating-*"):
+            record = p / OWNER_FILE
+            # No lease refresh while creating: a creator on another host gets an hour.
+            if p.is_dir() and not owner_alive(_read_owner(record), record if record.exists() else p,
+                                              lease=STAGING_LEASE_SECONDS):
+                out.append(p)
+        return out
+
+
+# -- who holds something: host, pid and the pid's start time ---------------------------------
+
+def process_identity() -> dict[str, Any]:
+    """Who this process is, in a form another process can check for liveness."""
+    return {
+        "host": socket.gethostname(),
+        "boot_id": _boot_id(),
+        "pid": os.getpid(),
+        "pid_start": _pid_start(os.getpid()),
+    }
+
+
+def owner_alive(owner: dict | None, path: Path, *, lease: float = LEASE_SECONDS) -> bool:
+    """Whether the process described by ``owner`` (see :func:`process_identity`) may still run.
+
+    On this host (same boot) the pid decides: gone, a zombie, or reused by a
+    process that started at another time means dead.  A holder on another host
+    is alive while ``path`` was refreshed (its mtime) within ``lease`` seconds;
+    an unreadable record, within :data:`UNREADABLE_GRACE_SECONDS`.
+    """
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if not isinstance(owner, dict) or "host" not in owner or "pid" not in owner:
+        return age < UNREADABLE_GRACE_SECONDS
+    if owner.get("host") != socket.gethostname():
+        return age < float(owner.get("lease_seconds") or lease)
+    if owner.get("boot_id") and _boot_id() and owner["boot_id"] != _boot_id():
+        return False  # this host rebooted since: every process of then is gone
+    try:
+        pid = int(owner["pid"])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (ValueError, TypeError, OverflowError):
+        return age < UNREADABLE_GRACE_SECONDS
+    if _pid_state(pid) == "Z":
+        return False
+    started = _pid_start(pid)
+    return not (owner.get("pid_start") and started and owner["pid_start"] != started)
+
+
+def write_owner(directory: Path) -> None:
+    """Mark ``directory`` as being built by this process (for :meth:`LocalStorage.stale_siblings`)."""
+    (directory / OWNER_FILE).write_text(json.dumps(process_identity()))
+
+
+def _read_owner(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _pid_start(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None  # field 22: start time in ticks
+
+
+def _pid_state(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
 
 
 class WriteLock:
-    """An exclusive lock file, created with O_EXCL so that only one process wins.
+    """An exclusive lease on a store, held in one lock file.
 
-    A lock left by a process that died on this host is broken and taken over.
+    Taking it creates the lock file atomically *with* its content (a filled
+    temporary file hard-linked into place, which fails if the lock exists), so
+    a lock file is never seen empty.  The content names the holder: host, boot,
+    pid and the pid's start time, a random token, and the lease.  While held, a
+    background thread refreshes the file's mtime every ``lease / 4`` seconds.
+
+    A waiting writer takes over a lock whose holder is dead: on this host, the
+    pid is gone (or a zombie, or reused); on another host, the lease ran out
+    without a refresh.  Breaking renames the lock file away first and deletes
+    it only if it is still the one judged dead, so two waiters breaking the
+    same lock cannot delete a fresh one.  The holder calls :meth:`check`
+    before it commits, so a holder that lost its lock never commits.
     """
 
-    def __init__(self, path: Path, *, timeout: float) -> None:
-        self.path = path
+    def __init__(self, path: Path, *, timeout: float, lease: float = LEASE_SECONDS) -> None:
+        self.path = Path(path)
         self.timeout = timeout
-        self._owner = {"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}
+        self.lease = lease
+        self.token = uuid.uuid4().hex
+        self.broken: list[dict | None] = []  # holders whose dead locks we took over
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return {**process_identity(), "token": self.token, "lease_seconds": self.lease,
+                "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def __enter__(self) -> WriteLock:
         deadline = time.monotonic() + self.timeout
-        delay = 0.01
+        delay = 0.005
         while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_is_dead():
-                    self.path.unlink(missing_ok=True)
-                    continue
-                if time.monotonic() >= deadline:
-                    raise StoreLockedError(
-                        f"the store is locked by another writer ({self.path} held by {self._read_holder()}); "
-                        f"waited {self.timeout:g} s. Retry later, or delete the lock file if its writer is gone."
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+            if self._try_create():
+                self._start_heartbeat()
+                return self
+            seen = self._stat()
+            holder = _read_owner(self.path)
+            if seen is not None and not owner_alive(holder, self.path, lease=self.lease):
+                self._break(seen, holder)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._owner, f)
-            return self
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(
+                    f"the store is locked by another writer ({self.path} held by {_describe(holder)}); "
+                    f"waited {self.timeout:g} s. Retry later; a lock whose writer died is taken over "
+                    "automatically (same host: at once; other hosts: after its lease runs out)."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     def __exit__(self, *exc: object) -> None:
-        if self._read_holder() == self._owner:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        if self.held():
             self.path.unlink(missing_ok=True)
 
-    def _read_holder(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
+    def held(self) -> bool:
+        """Whether the lock file still names this lock."""
+        holder = _read_owner(self.path)
+        return bool(holder) and holder.get("token") == self.token
 
-    def _holder_is_dead(self) -> bool:
-        holder = self._read_holder()
-        if not holder or holder.get("host") != socket.gethostname():
-            return False
+    def check(self) -> None:
+        """Raise :class:`StoreLockedError` if this lock was lost (taken over as dead)."""
+        if not self.held():
+            raise StoreLockedError(
+                f"lost the write lock {self.path} (another writer took it over, judging this one dead); "
+                "nothing was committed by this writer"
+            )
+
+    # -- internals ------------------------------------------------------------------------
+    def _try_create(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(self.record).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path)  # fails if the lock exists: atomic create, content included
+            except FileExistsError:
+                return False
+            except OSError:  # a filesystem without hard links: O_EXCL, then fill it
+                return self._try_create_excl(data)
             return True
-        except (PermissionError, ValueError, KeyError, TypeError):
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _try_create_excl(self, data: bytes) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
             return False
-        return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_dev)
+
+    def _break(self, seen: tuple[int, int], holder: dict | None) -> None:
+        """Remove the lock file judged dead, and only that one."""
+        moved = self.path.with_name(f".{self.path.name}.broken-{self.token[:12]}")
+        try:
+            os.rename(self.path, moved)
+        except FileNotFoundError:
+            return  # someone else broke it first
+        try:
+            st = moved.stat()
+            same = (st.st_ino, st.st_dev) == seen and _read_owner(moved) == holder
+            if not same:
+                # A fresh lock slipped in between our look and our rename: put it back.
+                try:
+                    os.link(moved, self.path)
+                except FileExistsError:
+                    pass  # its holder will find out at check() and not commit
+            else:
+                log.warning("took over the write lock %s from a dead writer (%s)", self.path, _describe(holder))
+                self.broken.append(holder)
+        finally:
+            moved.unlink(missing_ok=True)
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="xr_methyl-lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            if not self.held():
+                return
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+
+def _describe(holder: dict | None) -> str:
+    if not holder:
+        return "an unreadable lock record"
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('acquired_at', '?')}"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,9 +32,11 @@ append deletes the orphaned shards and writes the rows again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,8 +46,18 @@ from typing import Any
 import numpy as np
 
 from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis
-from xr_methyl.errors import CorruptStoreError, DataError, StoreError, StoreExistsError, StoreNotFoundError
-from xr_methyl.storage import LocalStorage
+from xr_methyl.errors import (
+    CorruptStoreError,
+    DataError,
+    MethylError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    StoreWriteError,
+)
+from xr_methyl.redact import redact
+from xr_methyl.storage import OWNER_FILE, LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,10 @@ BATCHES = "ingested_batches.json"
 SAMPLES = "samples.json"
 PROVENANCE = "provenance.json"
 LOCK = "write.lock"
+BLOCKS = "blocks"
+
+#: Temporary files written without the write lock are left alone for this long.
+STALE_TEMP_SECONDS = 60.0
 
 COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
 
@@ -115,6 +131,26 @@ class Layout:
     def from_json(cls, doc: Mapping[str, Any]) -> Layout:
         (chunk_rows, cpg_chunk), (sample_block, cpg_shard) = doc["chunk_shape"], doc["shard_shape"]
         return cls(int(sample_block), int(chunk_rows), int(cpg_chunk), int(cpg_shard))
+
+
+@dataclass
+class GcReport:
+    """What :meth:`MethylStore.gc` removed (or, with ``dry_run``, would remove)."""
+
+    removed: list[tuple[str, int]]  # (store key or path, bytes)
+    broken_locks: list[dict | None]  # records of dead writers whose locks were taken over
+    dry_run: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.removed)
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        text = f"{verb} {len(self.removed)} item(s), {self.bytes:,} bytes"
+        if self.broken_locks:
+            text += f"; took over {len(self.broken_locks)} lock(s) of dead writers"
+        return text
 
 
 @dataclass(frozen=True)
@@ -207,7 +243,8 @@ class MethylStore:
             "coverage_dtype": coverage_dtype,
             "compression": {name: codec.to_dict() for name, codec in compressors.items()},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "warehouse": wh.describe() if wh is not None else None,
+            # describe() must hold no secret; redact anyway, since the manifest is shared with every reader.
+            "warehouse": redact(wh.describe()) if wh is not None else None,
         }
 
         # Build the whole store in a hidden sibling, then rename it into place:
@@ -398,38 +435,47 @@ class MethylStore:
         """Hold the write lock, reserve rows for ``batches`` (in order) and commit them one by one.
 
         Samples already committed are left out of each batch's :class:`RowRange`;
-        the rows of all batches are reserved at once (orphans of an interrupted
-        append are deleted first).  Write each range's whole shards from any
+        the rows of all batches are reserved at once (what interrupted appends
+        left is reclaimed first).  Write each range's whole shards from any
         process (:meth:`RowRange.write`), then call ``pending.commit(range)`` in
         order.  Ranges not committed when the block exits stay invisible, and
-        the next append reclaims them.
+        the next append reclaims them.  An ``OSError`` while writing becomes a
+        :class:`StoreWriteError` that says the store keeps its last commit.
         """
         self.verify_axis()
-        with self.storage.lock(LOCK, timeout=lock_timeout):
-            commit = self.refresh()
-            taken = set(commit.row_of)
-            start = commit.n_rows
-            ranges = []
-            for batch_id, members in batches:
-                kept = [s for s in dict.fromkeys(members) if s not in taken]
-                if len(kept) < len(members):
-                    log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(members) - len(kept))
-                taken.update(kept)
-                n_rows = _round_up(len(kept), self.layout.sample_block)
-                ranges.append(RowRange(self.storage.uri, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
-                                       self.layout.sample_block, self.layout.cpg_shard))
-                start += n_rows
-            self._reserve_rows(commit.n_rows, start - commit.n_rows)
-            yield PendingAppend(self, ranges, dict(metadata or {}))
+        before = len(self.commit.sample_ids)
+        try:
+            with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
+                commit = self.refresh()
+                before = len(commit.sample_ids)
+                taken = set(commit.row_of)
+                start = commit.n_rows
+                ranges = []
+                for batch_id, members in batches:
+                    kept = [s for s in dict.fromkeys(members) if s not in taken]
+                    if len(kept) < len(members):
+                        log.info("batch %s: %d sample(s) were committed meanwhile", batch_id,
+                                 len(members) - len(kept))
+                    taken.update(kept)
+                    n_rows = _round_up(len(kept), self.layout.sample_block)
+                    ranges.append(RowRange(self.storage.uri, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
+                                           self.layout.sample_block, self.layout.cpg_shard))
+                    start += n_rows
+                self._reclaim(commit)
+                self._reserve_rows(commit.n_rows, start - commit.n_rows)
+                yield PendingAppend(self, ranges, dict(metadata or {}), lock)
+        except OSError as err:
+            if isinstance(err, MethylError):
+                raise
+            what = ", ".join(repr(b) for b, _ in batches[:3]) + (" ..." if len(batches) > 3 else "")
+            raise StoreWriteError(_write_failure(self.storage.uri, f"appending batch {what}", err, before),
+                                  errno=err.errno) from err
 
     def _reserve_rows(self, start: int, n_rows: int) -> None:
-        """Grow both arrays to ``start + n_rows`` rows, first deleting any orphans past ``start``."""
+        """Grow both arrays to ``start + n_rows`` rows (orphans past ``start`` already reclaimed)."""
         for name in ("beta", "coverage"):
             arr = self.array(name, writable=True)
             if arr.shape[0] != start:
-                # Rows past the commit point are orphans of an interrupted append:
-                # shrinking the array deletes their shards before we write anew.
-                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - start)
                 arr.resize((start, self.n_cpgs))
             if n_rows:
                 arr.resize((start + n_rows, self.n_cpgs))
@@ -438,16 +484,19 @@ class MethylStore:
         self,
         rows: RowRange,
         metadata: Mapping[str, Mapping[str, Any]],
-        provenance: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None,
+        lock,
     ) -> None:
-        """Commit one reserved, written range: write-ahead sidecars, then sample_ids.json."""
+        """Commit one reserved, written range: block records and write-ahead sidecars, then sample_ids.json."""
         commit = self.commit
         if commit.n_rows != rows.start:
             raise StoreError(f"batch {rows.batch_id!r} starts at row {rows.start}, but {commit.n_rows} rows are "
                              "committed: commit reserved batches in order")
         sample_ids = list(rows.sample_ids)
+        self._record_blocks(rows.start, rows.n_rows)
         # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
         # Built from the commit, so entries of earlier interrupted appends are dropped.
+        log.debug("batch %s: writing sidecars", rows.batch_id)
         batches = {**commit.batches, rows.batch_id: [*commit.batches.get(rows.batch_id, []), *sample_ids]}
         self.storage.write_json(BATCHES, batches)
         samples = dict(commit.samples)
@@ -458,6 +507,13 @@ class MethylStore:
             entries = self._committed_provenance(commit)
             entries.setdefault(rows.batch_id, []).append({"samples": sample_ids, **dict(provenance)})
             self.storage.write_json(PROVENANCE, entries)
+        # Fencing: commit only while we still hold the lock and the commit is the one we built on.
+        lock.check()
+        if _read_json(self.storage, SAMPLE_IDS, list) != commit.rows:
+            raise StoreLockedError(
+                f"{self.storage.uri}/{SAMPLE_IDS} changed under the write lock; batch {rows.batch_id!r} "
+                "was not committed (re-run to ingest it)"
+            )
         padding = [None] * (rows.n_rows - len(sample_ids))
         self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
         self.refresh()
@@ -519,6 +575,141 @@ class MethylStore:
             "dollars": sum(float(q.get("dollars") or 0.0) for q in queries.values()),
         }
 
+    def _record_blocks(self, start: int, n_rows: int) -> None:
+        """Write ``blocks/<i>.json`` for each new block: the shard objects it holds, with sizes and sha256.
+
+        Written ahead of the commit, like the other sidecars; :meth:`verify`
+        uses them to tell a missing or damaged shard from one never written
+        (zarr writes no object for a shard that is all fill value).
+        """
+        block = self.layout.sample_block
+        arrays = {name: self.array(name) for name in ("beta", "coverage")}
+        for b in range(start // block, (start + n_rows) // block):
+            record: dict[str, Any] = {"block": b, "rows": [b * block, (b + 1) * block]}
+            for name, arr in arrays.items():
+                record[name] = {}
+                for key in self.shard_keys(name, b, arr):
+                    try:
+                        data = self.storage.read_bytes(key)
+                    except FileNotFoundError:
+                        continue  # all fill value: zarr wrote nothing
+                    record[name][key] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            self.storage.write_json(block_record_key(b), record)
+
+    def shard_keys(self, name: str, block: int, arr=None) -> list[str]:
+        """Store keys of the shard objects of one block of ``"beta"`` or ``"coverage"``."""
+        arr = arr if arr is not None else self.array(name)
+        n_col = math.ceil(self.n_cpgs / self.layout.cpg_shard)
+        prefix = {"beta": BETA, "coverage": COVERAGE}[name]
+        return [f"{prefix}/{arr.metadata.encode_chunk_key((block, j))}" for j in range(n_col)]
+
+    def _reclaim(self, commit: Commit, *, deep: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove what interrupted appends left past the commit; return the (key, bytes) removed.
+
+        Call with the write lock held.  Always: shard objects of blocks past
+        the commit (and the arrays' shape shrunk back to the commit), their
+        block records, temporary files in the store's top level and the
+        arrays' top level.  ``deep`` also walks the arrays for zarr's
+        temporary ``*.partial`` files and drops sidecar entries of uncommitted
+        samples.
+        """
+        removed: list[tuple[str, int]] = []
+
+        def drop(key: str) -> None:
+            removed.append((key, self.storage.size(key)))
+            if not dry_run:
+                self.storage.remove(key)
+
+        n_blocks = commit.n_rows // self.layout.sample_block
+        for name, prefix in (("beta", BETA), ("coverage", COVERAGE)):
+            for entry in self.storage.list_dir(f"{prefix}/c"):
+                if not entry.isdigit() or int(entry) >= n_blocks:
+                    drop(f"{prefix}/c/{entry}")
+            for entry in self.storage.list_dir(prefix):
+                if entry.endswith(".partial"):
+                    drop(f"{prefix}/{entry}")
+            if deep:
+                gone = [key for key, _ in removed]
+                for key, _ in list(self.storage.walk(prefix)):
+                    if key.endswith(".partial") and not any(key == g or key.startswith(g + "/") for g in gone):
+                        drop(key)
+            arr = self.array(name, writable=not dry_run)
+            if arr.shape[0] > commit.n_rows:
+                log.info("%s: reclaiming %d uncommitted row(s)", name, arr.shape[0] - commit.n_rows)
+                removed.append((f"{prefix}/zarr.json#rows {commit.n_rows}-{arr.shape[0] - 1}", 0))
+                if not dry_run:
+                    arr.resize((commit.n_rows, self.n_cpgs))
+        for entry in self.storage.list_dir(BLOCKS):
+            index = entry.removesuffix(".json")
+            if not index.isdigit() or int(index) >= n_blocks:
+                drop(f"{BLOCKS}/{entry}")
+        now = time.time()
+        for entry in self.storage.list_dir(""):
+            # Sidecar temporaries are written under the lock we hold: stale.  Lock
+            # temporaries and writability probes are written without it: only old ones.
+            unlocked = entry.startswith((f".{LOCK}.", ".probe-"))
+            stale_temp = entry.startswith(".") and entry.endswith(".tmp")
+            if (stale_temp or entry.startswith(f".{LOCK}.broken-") or entry == OWNER_FILE) and (
+                not unlocked or now - self.storage.path(entry).stat().st_mtime > STALE_TEMP_SECONDS
+            ):
+                drop(entry)
+        if deep:
+            sidecars = [(BATCHES, commit.batches), (SAMPLES, commit.samples)]
+            if self.storage.exists(PROVENANCE):
+                sidecars.append((PROVENANCE, self._committed_provenance(commit)))
+            for key, clean in sidecars:
+                if _read_json(self.storage, key, dict) != clean:
+                    removed.append((f"{key}#uncommitted entries", 0))
+                    if not dry_run:
+                        self.storage.write_json(key, clean)
+        return removed
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def gc(self, *, warehouse=None, dry_run: bool = False, lock_timeout: float = 60.0) -> GcReport:
+        """Reclaim everything that interrupted writers left behind; return what was (or would be) removed.
+
+        Under the write lock (so a running append is never disturbed; a lock
+        left by a dead writer is taken over): shard objects, block records and
+        zarr shape of rows past the commit, temporary files of interrupted
+        atomic writes, sidecar entries of uncommitted samples.  Without it:
+        staging directories of interrupted creates of this store whose creator
+        is gone, and, given a warehouse that offers ``reclaim_exports``, its
+        export staging directories whose exporter is gone.  Committed data is
+        never touched.
+
+        Parameters
+        ----------
+        warehouse
+            Also reclaim this warehouse's abandoned export staging (a
+            ``Warehouse``, URI or path); ``None`` leaves warehouses alone.
+        dry_run
+            Only report what would be removed.
+        lock_timeout
+            Seconds to wait for a running writer to finish.
+        """
+        with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
+            commit = self.refresh()
+            removed = self._reclaim(commit, deep=True, dry_run=dry_run)
+        removed.extend(self.storage.reclaim_staging(dry_run=dry_run))
+        if warehouse is not None:
+            from xr_methyl.warehouse import open_warehouse
+
+            wh = open_warehouse(warehouse)
+            if hasattr(wh, "reclaim_exports"):
+                removed.extend(wh.reclaim_exports(dry_run=dry_run))
+        report = GcReport(removed=removed, broken_locks=lock.broken, dry_run=dry_run)
+        log.info("gc %s: %s", self.storage.uri, report.summary())
+        return report
+
+    def verify(self, *, warehouse=None, cells: int = 0, seed: int | None = None):
+        """Check the store against itself and, with ``cells > 0``, against the warehouse.
+
+        See :func:`xr_methyl.verify.verify_store`; returns a ``VerifyReport``.
+        """
+        from xr_methyl.verify import verify_store
+
+        return verify_store(self, warehouse=warehouse, cells=cells, seed=seed)
+
     # -- reporting ------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """A summary for ``xr-methyl info``."""
@@ -571,10 +762,11 @@ class RowRange:
 class PendingAppend:
     """Reserved row ranges of one :meth:`MethylStore.appending` block, committed in order."""
 
-    def __init__(self, store: MethylStore, rows: list[RowRange], metadata: dict) -> None:
+    def __init__(self, store: MethylStore, rows: list[RowRange], metadata: dict, lock) -> None:
         self.store = store
         self.rows = rows
         self.metadata = metadata
+        self.lock = lock
 
     def commit(self, rows: RowRange, *, provenance: Mapping[str, Any] | None = None) -> None:
         """Commit a written range; ranges must be committed in the order they were reserved.
@@ -583,7 +775,7 @@ class PendingAppend:
         kept with the batch in ``provenance.json``.
         """
         if rows.sample_ids:
-            self.store._commit_rows(rows, self.metadata, provenance)
+            self.store._commit_rows(rows, self.metadata, provenance, self.lock)
 
 
 def _write_region(storage: LocalStorage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
@@ -601,6 +793,28 @@ def _write_region(storage: LocalStorage, start: int, col: int, beta: np.ndarray,
             if len(piece) < block:  # the batch's last block: pad with empty rows
                 piece = np.concatenate([piece, np.full((block - len(piece), width), fill, data.dtype)])
             arr[start + lo : start + lo + block, col : col + width] = piece
+
+
+def block_record_key(block: int) -> str:
+    """Key of the shard record of one block (see :meth:`MethylStore._record_blocks`)."""
+    return f"{BLOCKS}/{block:08d}.json"
+
+
+def _write_failure(uri: str, doing: str, err: OSError, n_committed: int) -> str:
+    """A message for an ``OSError`` met while writing: what failed, what is kept, what to do."""
+    import errno as errnos
+
+    reason = err.strerror or str(err) or type(err).__name__
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    if err.errno == errnos.ENOSPC:
+        fix = "free disk space, then re-run the same ensure (xr-methyl gc STORE reclaims what this attempt left)"
+    elif err.errno in (errnos.EACCES, errnos.EPERM, errnos.EROFS):
+        fix = ("the store is read-only or not writable by this user: cached samples can still be read; "
+               "ingesting new ones needs write access")
+    else:
+        fix = "fix the cause, then re-run the same ensure"
+    return (f"could not write to the store {uri} while {doing}: {reason}{where}. The store keeps its last "
+            f"commit ({n_committed} sample(s)); {fix}.")
 
 
 def _round_up(n: int, block: int) -> int:

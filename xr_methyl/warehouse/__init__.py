@@ -58,13 +58,15 @@ def open_warehouse(spec: Warehouse | str | os.PathLike) -> Warehouse:
             return LocalWarehouse(Path(spec.removeprefix("file://")))
         if "://" not in spec:
             return LocalWarehouse(Path(spec))
+        from xr_methyl.redact import redact
+
         scheme = spec.split("://", 1)[0].lower()
         if scheme == "athena":
             return AthenaWarehouse.from_uri(spec)
         if scheme in _ICEBERG_SCHEMES:
             return IcebergWarehouse.from_uri(spec)
         raise WarehouseError(
-            f"unsupported warehouse URI scheme {scheme!r} in {spec!r}; expected a local path, file://, athena:// "
-            f"or an Iceberg catalog ({', '.join(s + '://' for s in _ICEBERG_SCHEMES)})"
+            f"unsupported warehouse URI scheme {scheme!r} in {redact(spec)!r}; expected a local path, file://, "
+            f"athena:// or an Iceberg catalog ({', '.join(s + '://' for s in _ICEBERG_SCHEMES)})"
         )
-    raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__} {spec!r}")
+    raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__}")

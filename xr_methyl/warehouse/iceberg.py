@@ -24,6 +24,7 @@ inside the methods that use them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,8 @@ _DIGITS = re.compile(r"[0-9]+")
 _SEX_AND_MITO = {"X": 0, "Y": 1, "M": 2, "MT": 2}
 _PART_DIR = re.compile(r"batch_index=([0-9]+)")
 _GLOB = re.compile(r"[*?\[\]{}]")
+#: Name prefix of export staging directories (see :meth:`IcebergWarehouse.reclaim_exports`).
+EXPORT_PREFIX = "xr-methyl-export-"
 # URI schemes of IcebergWarehouse.from_uri -> pyiceberg catalog types.
 _CATALOG_TYPES = {"glue": "glue", "rest": "rest", "sql": "sql", "hive": "hive", "dynamodb": "dynamodb"}
 _REGION_KEYS = ("glue.region", "s3.region", "client.region")
@@ -474,10 +477,13 @@ class IcebergWarehouse:
 
         if self.staging_dir is not None:
             self.staging_dir.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix="xr-methyl-export-", dir=self.staging_dir)
+        staging = tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=self.staging_dir)
         cleanup = partial(shutil.rmtree, staging, ignore_errors=True)
         started = time.perf_counter()
         try:
+            from xr_methyl.storage import write_owner
+
+            write_owner(Path(staging))  # a killed exporter leaves the directory; reclaim_exports reads this
             source: dict[str, Any] = {"reader": None, "data_files": 0}
             rows = 0
             if wanted_batches:
@@ -496,6 +502,33 @@ class IcebergWarehouse:
             cleanup=cleanup,
             provenance=provenance,
         )
+
+    def reclaim_exports(self, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove export staging directories whose exporting process is gone.
+
+        An export normally removes its staging directory when the loader closes
+        it; a process killed mid-ingest cannot.  Each staging directory records
+        its exporter (host, pid, start time); those of live exporters are kept.
+        Returns (path, bytes) of each directory removed (or, with ``dry_run``,
+        that would be).
+        """
+        from xr_methyl.storage import OWNER_FILE, STAGING_LEASE_SECONDS, LocalStorage, owner_alive
+
+        base = self.staging_dir or Path(tempfile.gettempdir())
+        out: list[tuple[str, int]] = []
+        for path in sorted(base.glob(EXPORT_PREFIX + "*")) if base.is_dir() else []:
+            record = path / OWNER_FILE
+            try:
+                owner = json.loads(record.read_text())
+            except (OSError, ValueError):
+                owner = None
+            if not path.is_dir() or owner_alive(owner, record if record.exists() else path,
+                                                lease=STAGING_LEASE_SECONDS):
+                continue
+            out.append((str(path), LocalStorage(path).size()))
+            if not dry_run:
+                shutil.rmtree(path, ignore_errors=True)
+        return out
 
     def plan_export(self, table: str, batches: Mapping[str, Sequence[str]]) -> Export | None:
         """The Iceberg data files of these batches, to be read in place: :meth:`export` without the copy.

@@ -1,0 +1,282 @@
+"""``xr-methyl verify``: is a store whole, and does it still say what the warehouse says?
+
+:func:`verify_store` never raises on a damaged store: it collects every
+problem it finds into a :class:`VerifyReport`.  It checks
+
+* the manifest, the CpG axis against its sha256, the loci against the axis;
+* ``sample_ids.json`` (the commit) against ``samples.json`` and
+  ``ingested_batches.json``;
+* both arrays' ``zarr.json`` against the manifest (shape, dtype, chunk and
+  shard shapes, fill value, dimension names);
+* every committed block: the shard objects its append recorded in
+  ``blocks/<i>.json`` are present with the recorded size and sha256, none
+  extra, and every shard decodes; padding rows are empty; betas lie in [0, 1];
+* with ``cells > 0``: that many random (sample, CpG) cells re-read from the
+  warehouse through the :class:`~xr_methyl.warehouse.Warehouse` protocol equal
+  the stored values exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xr_methyl.errors import MethylError
+
+#: At most this many samples are exported from the warehouse for a cell check.
+MAX_CHECK_SAMPLES = 16
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify_store`: healthy when ``problems`` is empty."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not damage (e.g. reclaimable orphans)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{v:,} {k}" for k, v in self.checked.items())
+        if self.ok:
+            return f"healthy: {self.path} ({counts})"
+        return f"NOT healthy: {self.path}: {len(self.problems)} problem(s); first: {self.problems[0]}"
+
+
+def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = None) -> VerifyReport:
+    """Check a store (a :class:`~xr_methyl.MethylStore` or a path) and report every problem.
+
+    Parameters
+    ----------
+    store
+        The store, or its path.
+    warehouse
+        Where to re-read cells from (a ``Warehouse``, URI or path); default: the
+        one recorded in the store's manifest.  Only used when ``cells > 0``.
+    cells
+        How many random (sample, CpG) cells to compare with the warehouse
+        (spread over at most :data:`MAX_CHECK_SAMPLES` random samples).
+    seed
+        Seed of the random choice of cells.
+    """
+    from xr_methyl.store import MethylStore
+
+    path = str(getattr(getattr(store, "storage", None), "uri", store))
+    report = VerifyReport(path=path)
+    try:
+        if not isinstance(store, MethylStore):
+            store = MethylStore.open(store)
+        else:
+            store.refresh()
+    except (MethylError, OSError) as err:
+        report.problems.append(f"the store does not open: {err}")
+        return report
+    checks = (_check_axis, _check_sidecars, _check_arrays, _check_blocks)
+    for check in checks:
+        try:
+            check(store, report)
+        except (MethylError, OSError, ValueError, KeyError, TypeError) as err:
+            report.problems.append(f"{check.__name__.removeprefix('_check_')}: {type(err).__name__}: {err}")
+    if cells > 0 and report.ok:
+        try:
+            _check_cells(store, report, warehouse, cells, seed)
+        except MethylError as err:
+            report.problems.append(f"cannot compare with the warehouse: {err}")
+    return report
+
+
+def _check_axis(store, report: VerifyReport) -> None:
+    axis = store.cpg_axis
+    if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
+        report.problems.append(f"cpg_loci.npz has {len(axis.pos)} positions for {len(axis)} CpGs")
+    elif axis.has_loci and len(axis.chrom_names) and int(axis.chrom_codes.max(initial=0)) >= len(axis.chrom_names):
+        report.problems.append("cpg_loci.npz refers to a chromosome it does not name")
+    report.checked["cpgs"] = len(axis)
+
+
+def _check_sidecars(store, report: VerifyReport) -> None:
+    from xr_methyl.store import BATCHES, SAMPLES
+
+    commit = store.commit
+    samples = store.storage.read_json(SAMPLES)
+    batches = store.storage.read_json(BATCHES)
+    member_of: dict[str, list[str]] = {}
+    for batch, members in batches.items():
+        for s in members:
+            member_of.setdefault(s, []).append(batch)
+    for s in commit.sample_ids:
+        meta = samples.get(s)
+        if not isinstance(meta, dict):
+            report.problems.append(f"committed sample {s!r} has no entry in samples.json")
+            continue
+        where = member_of.get(s, [])
+        if len(where) != 1:
+            report.problems.append(f"committed sample {s!r} is listed in {len(where)} batches of "
+                                   f"ingested_batches.json ({where}); expected exactly one")
+        elif meta.get("batch_id") != where[0]:
+            report.problems.append(f"sample {s!r}: samples.json says batch {meta.get('batch_id')!r}, "
+                                   f"ingested_batches.json says {where[0]!r}")
+    committed = set(commit.sample_ids)
+    extra = (set(samples) | set(member_of)) - committed
+    if extra:
+        report.notes.append(f"{len(extra)} uncommitted sample(s) in the sidecars (left by an interrupted append; "
+                            "invisible to readers; xr-methyl gc removes them)")
+    report.checked["samples"] = len(committed)
+
+
+def _check_arrays(store, report: VerifyReport) -> None:
+    layout = store.layout
+    expected = {"beta": (np.dtype("float32"), "nan"), "coverage": (store.coverage_dtype, 0)}
+    for name, (dtype, fill) in expected.items():
+        arr = store.array(name)  # raises CorruptStoreError on a broken zarr.json or a short shape
+        meta = arr.metadata
+        if arr.dtype != dtype:
+            report.problems.append(f"{name}: dtype {arr.dtype}, the manifest says {dtype}")
+        if tuple(arr.shards or ()) != (layout.sample_block, layout.cpg_shard) or tuple(arr.chunks) != (
+            layout.chunk_rows, layout.cpg_chunk
+        ):
+            report.problems.append(f"{name}: shards {arr.shards} / chunks {arr.chunks}, the manifest says "
+                                   f"{(layout.sample_block, layout.cpg_shard)} / {(layout.chunk_rows, layout.cpg_chunk)}")
+        if tuple(meta.dimension_names or ()) != ("sample", "cpg"):
+            report.problems.append(f"{name}: dimension names {meta.dimension_names}, expected ('sample', 'cpg')")
+        value = arr.fill_value
+        if not (np.isnan(value) if fill == "nan" else value == fill):
+            report.problems.append(f"{name}: fill value {value!r}, expected {fill}")
+        extra_rows = arr.shape[0] - store.commit.n_rows
+        if extra_rows:
+            report.notes.append(f"{name}: {extra_rows} uncommitted row(s) past the commit (left by an interrupted "
+                                "append; invisible to readers; the next append or xr-methyl gc reclaims them)")
+
+
+def _check_blocks(store, report: VerifyReport) -> None:
+    from xr_methyl.store import block_record_key
+
+    commit, layout = store.commit, store.layout
+    arrays = {name: store.array(name) for name in ("beta", "coverage")}
+    n_blocks = commit.n_rows // layout.sample_block
+    width = layout.cpg_shard
+    unrecorded = shards = 0
+    for b in range(n_blocks):
+        try:
+            record = store.storage.read_json(block_record_key(b))
+        except FileNotFoundError:
+            record = None
+            unrecorded += 1
+        except ValueError as err:
+            report.problems.append(f"{block_record_key(b)} is not valid JSON ({err})")
+            record = None
+        rows = slice(b * layout.sample_block, (b + 1) * layout.sample_block)
+        padding = [i - rows.start for i in range(rows.start, rows.stop) if commit.rows[i] is None]
+        for name, arr in arrays.items():
+            keys = store.shard_keys(name, b, arr)
+            if record is not None:
+                shards += _check_recorded(store, report, name, b, keys, record.get(name, {}))
+            for j in range(math.ceil(store.n_cpgs / width)):
+                try:
+                    values = arr[rows, j * width : (j + 1) * width]
+                except Exception as err:  # a damaged shard: the codec says why
+                    report.problems.append(f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: "
+                                           f"{type(err).__name__}: {err}")
+                    continue
+                _check_values(report, name, keys[j], values, padding, commit.rows[rows])
+    if unrecorded:
+        report.notes.append(f"{unrecorded} committed block(s) have no shard record (appended before records were "
+                            "kept): their shards were decoded, but a missing shard reads as empty and goes unseen")
+    report.checked["blocks"] = n_blocks
+    report.checked["shards"] = shards
+
+
+def _check_recorded(store, report: VerifyReport, name: str, block: int, keys: list[str], recorded: dict) -> int:
+    for key in keys:
+        expected: dict[str, Any] | None = recorded.get(key)
+        try:
+            data = store.storage.read_bytes(key)
+        except FileNotFoundError:
+            if expected is not None:
+                report.problems.append(f"{key} of committed block {block} is missing ({expected['bytes']} bytes "
+                                       "were written)")
+            continue
+        if expected is None:
+            report.problems.append(f"{key} of committed block {block} exists but its append wrote no such shard")
+        elif len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            report.problems.append(f"{key} of committed block {block} differs from what was written "
+                                   f"({len(data)} bytes vs {expected['bytes']}, sha256 mismatch)")
+    return len(recorded)
+
+
+def _check_values(report: VerifyReport, name: str, key: str, values: np.ndarray, padding: list[int], ids) -> None:
+    empty = np.isnan(values) if name == "beta" else values == 0
+    for i in padding:
+        if not empty[i].all():
+            report.problems.append(f"{key}: padding row {i} of its block holds data")
+    if name == "beta":
+        with np.errstate(invalid="ignore"):
+            bad = ~(empty | ((values >= 0) & (values <= 1)))
+        if bad.any():
+            i = int(np.flatnonzero(bad.any(axis=1))[0])
+            report.problems.append(f"{key}: beta of sample {ids[i]!r} lies outside [0, 1]")
+
+
+def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int | None) -> None:
+    import pyarrow.compute as pc
+
+    from xr_methyl.loader import Loader
+    from xr_methyl.warehouse import VALUE_TABLES
+
+    ids = store.sample_ids
+    if not ids:
+        report.notes.append("no committed samples: no cells to compare with the warehouse")
+        return
+    rng = np.random.default_rng(seed)
+    chosen = [ids[i] for i in rng.choice(len(ids), size=min(len(ids), MAX_CHECK_SAMPLES, cells), replace=False)]
+    cell_sample = rng.integers(len(chosen), size=cells)
+    cell_cpg = rng.integers(store.n_cpgs, size=cells)
+    labels = store.cpg_axis.labels()
+    wh = Loader(store, warehouse).warehouse
+    table = wh.resolve_samples(chosen)
+    batch_of = dict(zip(table.column("sample_id").to_pylist(), table.column("batch_id").to_pylist()))
+    for s in chosen:
+        if s not in batch_of:
+            report.problems.append(f"sample {s!r} is in the store but not in the warehouse {wh.describe()}")
+    groups: dict[str, list[str]] = {}
+    for s in chosen:
+        if s in batch_of:
+            groups.setdefault(batch_of[s], []).append(s)
+    wanted_cpgs = sorted({labels[c] for c in cell_cpg})
+    mismatches = 0
+    for name in VALUE_TABLES:
+        truth: dict[tuple[str, str], float] = {}
+        with wh.export(name, groups) as export:
+            for batch in groups:
+                rows = export.dataset(batch).to_table(
+                    filter=pc.field("cpg_id").isin(wanted_cpgs), columns=["sample_id", "cpg_id", "value"])
+                for s, c, v in zip(*(rows.column(k).to_pylist() for k in ("sample_id", "cpg_id", "value"))):
+                    truth[(s, c)] = v
+        stored = store.read(name, chosen, np.unique(cell_cpg))
+        column = {int(c): i for i, c in enumerate(np.unique(cell_cpg))}
+        for si, ci in sorted(set(zip(cell_sample.tolist(), cell_cpg.tolist()))):
+            s, cpg = chosen[si], str(labels[ci])
+            if s not in batch_of:
+                continue
+            got = stored[si, column[int(ci)]]
+            want = truth.get((s, cpg))
+            if name == "beta":
+                same = (np.isnan(got) and want is None) or (want is not None and got == np.float32(want))
+            else:
+                same = int(got) == (0 if want is None else want)
+            if not same:
+                mismatches += 1
+                if mismatches <= 10:
+                    report.problems.append(f"{name} of ({s!r}, {cpg!r}): store has {got.item()!r}, warehouse has "
+                                           f"{'no row' if want is None else want!r}")
+    if mismatches > 10:
+        report.problems.append(f"... {mismatches} mismatching cell(s) in all")
+    report.checked["warehouse cells"] = cells
