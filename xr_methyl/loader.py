@@ -138,7 +138,8 @@ class Loader:
         # Chunks follow the store: the requested samples in store order, one chunk per
         # sample block they occupy (each block's shards are read once), then put in the
         # requested order by a lazy take.
-        rows = ds.indexes["sample"].get_indexer(ids)
+        # xindexes, not indexes: the latter would turn every index, the CpG axis's too, into pandas.
+        rows = ds.xindexes["sample"].to_pandas_index().get_indexer(ids)
         order = np.argsort(rows, kind="stable")
         store_rows = np.asarray(self.store.commit.rows)
         block_of = {s: i // self.store.layout.sample_block for i, s in enumerate(store_rows) if s is not None}
