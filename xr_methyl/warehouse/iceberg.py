@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from xr_methyl.errors import DataError, WarehouseError
+from xr_methyl.errors import WarehouseError
 from xr_methyl.warehouse.base import VALUE_TABLES, Export, check_ids, report_duplicate_samples
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
