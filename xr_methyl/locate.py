@@ -37,7 +37,7 @@ class Locator:
     (about a second per 2 M CpGs) and reused by every batch.
     """
 
-    def __init__(self, axis: CpgAxis, *, threads: int | None = None) -> None:
+    def __init__(self, axis: CpgAxis) -> None:
         self._axis = axis
         self._lookup: CpgLookup | None = None
 

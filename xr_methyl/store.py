@@ -472,13 +472,12 @@ class MethylStore:
                                   errno=err.errno) from err
 
     def _reserve_rows(self, start: int, n_rows: int) -> None:
-        """Grow both arrays to ``start + n_rows`` rows (orphans past ``start`` already reclaimed)."""
+        """Grow both arrays from ``start`` (the commit; :meth:`_reclaim` has shrunk them back to it)
+        to ``start + n_rows`` rows."""
+        if not n_rows:
+            return
         for name in ("beta", "coverage"):
-            arr = self.array(name, writable=True)
-            if arr.shape[0] != start:
-                arr.resize((start, self.n_cpgs))
-            if n_rows:
-                arr.resize((start + n_rows, self.n_cpgs))
+            self.array(name, writable=True).resize((start + n_rows, self.n_cpgs))
 
     def _commit_rows(
         self,
