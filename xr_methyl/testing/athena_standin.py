@@ -1,4 +1,4 @@
-"""An offline stand-in for Amazon Athena, for tests.
+"""An offline stand-in for Amazon Athena, for the tests and ``xr-methyl demo --athena``.
 
 It speaks Athena's JSON API (``X-Amz-Target: AmazonAthena.<Operation>``) to the
 unmodified boto3/PyAthena client and really runs the SQL it is sent:
