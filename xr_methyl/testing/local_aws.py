@@ -10,9 +10,9 @@ explicitly; no AWS account is needed or reached::
             athena = athena_warehouse(standin, moto, moto.new_bucket())
 
 On leaving a ``with`` (also on an error or Ctrl-C) the server is stopped, its
-port closed and the environment restored.  The environment is the process's:
-while moto's server runs, every AWS client of this process sees the dummy
-credentials, and none of the user's own AWS settings.
+port closed, its data dropped and the environment restored.  The environment
+is the process's: while moto's server runs, every AWS client of this process
+sees the dummy credentials, and none of the user's own AWS settings.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from xr_methyl.testing.athena_standin import AthenaStandIn
     from xr_methyl.warehouse import AthenaWarehouse, IcebergWarehouse
 
-__all__ = ["REGION", "Moto", "athena_warehouse", "dummy_credentials", "glue_warehouse", "moto_server", "require",
+__all__ = ["REGION", "Moto", "athena_warehouse", "glue_warehouse", "local_environment", "moto_server", "require",
            "start_standin"]
 
 REGION = "us-east-1"
@@ -47,6 +47,7 @@ DUMMY_ENV = {
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
+_NO_PROXY = ("NO_PROXY", "no_proxy")
 _NEEDS = (("moto.server", "moto[server]"), ("sqlglot", "sqlglot"))
 
 
@@ -67,17 +68,21 @@ def require() -> None:
 
 
 @contextmanager
-def dummy_credentials() -> Iterator[None]:
-    """Set :data:`DUMMY_ENV` and hide every other ``AWS_*`` variable; restore them all on exit."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    for key in saved:
-        del os.environ[key]
+def local_environment() -> Iterator[None]:
+    """Set :data:`DUMMY_ENV`, hide every other ``AWS_*`` variable and keep 127.0.0.1 off any proxy.
+
+    Everything is restored on exit.
+    """
+    names = [k for k in os.environ if k.startswith("AWS_")] + [k for k in _NO_PROXY if k in os.environ]
+    saved = {k: os.environ.pop(k) for k in names}
     os.environ.update(DUMMY_ENV)
+    for key in _NO_PROXY:  # an HTTP(S)_PROXY of the user's must not see the local servers' traffic
+        os.environ[key] = ",".join(filter(None, [saved.get(key), "127.0.0.1", "localhost"]))
     try:
         yield
     finally:
-        for key in [k for k in os.environ if k.startswith("AWS_")]:
-            del os.environ[key]
+        for key in [k for k in os.environ if k.startswith("AWS_")] + list(_NO_PROXY):
+            os.environ.pop(key, None)
         os.environ.update(saved)
 
 
@@ -118,22 +123,39 @@ class Moto:
 
 @contextmanager
 def moto_server() -> Iterator[Moto]:
-    """moto's server on a free port of 127.0.0.1, with :func:`dummy_credentials` while it runs.
+    """moto's server on a free port of 127.0.0.1, in a :func:`local_environment` while it runs.
 
-    Its data live in this process's memory and are gone once it stops.
+    Its data live in this process's memory and are gone once it stops.  moto
+    keeps them in module globals, which every moto server of the process
+    shares: run one at a time.
     """
     require()
     from moto.server import ThreadedMotoServer
 
     # werkzeug (moto's HTTP server) logs every request at INFO.
-    with dummy_credentials(), _quiet("werkzeug"):
+    with local_environment(), _quiet("werkzeug"):
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
+        host, port = server.get_host_and_port()
+        moto = Moto(endpoint=f"http://{host}:{port}")
         try:
-            host, port = server.get_host_and_port()
-            yield Moto(endpoint=f"http://{host}:{port}")
+            yield moto
         finally:
-            server.stop()  # serve_forever's exit closes the listening socket
+            try:
+                _reset(moto)
+            finally:
+                server.stop()  # serve_forever's exit closes the listening socket
+
+
+def _reset(moto: Moto) -> None:
+    """Drop every bucket, database, ... of moto's in this process (moto's documented reset call)."""
+    from urllib.request import ProxyHandler, Request, build_opener
+
+    try:
+        with build_opener(ProxyHandler({})).open(Request(f"{moto.endpoint}/moto-api/reset", method="POST"), timeout=30):
+            pass
+    except OSError as err:  # the server is going away anyway; say why its data may linger
+        logging.getLogger(__name__).warning("could not reset moto's state: %s", err)
 
 
 def glue_warehouse(moto: Moto, namespace: str, *, bucket: str | None = None) -> IcebergWarehouse:
