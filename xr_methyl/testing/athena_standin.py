@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -384,14 +385,22 @@ class AthenaStandIn:
             raise QueryFailed("INVALID_TABLE_PROPERTY: Partition columns must be the last columns in the table "
                               "and in the same order as partitioned_by")
         data = result.drop_columns(partitioned_by) if partitioned_by else result
-        groups: dict[str, list[int]] = {}
-        keys = list(zip(*(result.column(c).to_pylist() for c in partitioned_by))) if partitioned_by else [()] * len(result)
-        for i, key in enumerate(keys):
-            path = "".join(
-                f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None or v == '' else hive_escape(str(v))}/"
-                for c, v in zip(partitioned_by, key)
-            )
-            groups.setdefault(path, []).append(i)
+        groups: dict[str, np.ndarray] = {}  # partition directory -> its rows, in order
+        if partitioned_by:
+            # Grouped by Arrow, not row by row in Python: an UNLOAD may hold millions of rows.
+            keyed = result.select(partitioned_by).append_column("_row", pa.array(np.arange(len(result))))
+            grouped = keyed.group_by(partitioned_by, use_threads=False).aggregate([("_row", "list")])
+            rows = grouped["_row_list"].combine_chunks()
+            for i, key in enumerate(grouped.select(partitioned_by).to_pylist()):
+                path = "".join(
+                    f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None or v == '' else hive_escape(str(v))}/"
+                    for c, v in key.items()
+                )
+                found = rows[i].values.to_numpy()
+                groups[path] = found if path not in groups else np.sort(np.concatenate([groups[path], found]))
+            groups = dict(sorted(groups.items(), key=lambda item: item[1][0]))  # in order of first row
+        elif len(result):
+            groups[""] = np.arange(len(result))
         if len(groups) > self.max_partitions:
             raise QueryFailed(
                 f"HIVE_TOO_MANY_OPEN_PARTITIONS: Exceeded limit of {self.max_partitions} open writers for "
@@ -399,7 +408,7 @@ class AthenaStandIn:
             )
         written = []
         for path, rows in groups.items():
-            part = data.take(pa.array(rows, pa.int64()))
+            part = data.take(pa.array(rows))
             for n, lo in enumerate(range(0, max(len(part), 1), self.rows_per_file)):
                 buffer = io.BytesIO()
                 pq.write_table(part.slice(lo, self.rows_per_file), buffer, compression=options.get("compression", "snappy").lower())
