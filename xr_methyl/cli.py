@@ -258,7 +258,7 @@ def _demo_athena(args, local_store: Path) -> int:
                               seed=args.seed)
         print(f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
               f"({time.perf_counter() - t0:.1f} s)")
-        with local_aws.start_standin(glue, moto) as standin:
+        with local_aws.start_standin(glue, moto, rows_per_file=1_000_000) as standin:
             athena = local_aws.athena_warehouse(standin, moto, moto.new_bucket("athena"), poll_interval=0.05)
             print(f"   Athena stand-in at {standin.endpoint}: Athena's API; it runs the SQL it is sent "
                   "on DuckDB over those tables")
