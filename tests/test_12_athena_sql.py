@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from athena_standin import hive_escape, parse_unload
 from xr_methyl.errors import DataError
+from xr_methyl.testing.athena_standin import hive_escape, parse_unload
 from xr_methyl.warehouse.athena_sql import (
     MAX_PARTITIONS,
     MAX_QUERY_BYTES,

@@ -24,10 +24,10 @@ import pyarrow.fs as pafs
 import pytest
 import xarray as xr
 
-from aws_support import athena_for, moto_server, start_standin  # noqa: F401  (fixtures)
+from aws_support import athena_for, glue_warehouse, moto_server, start_standin  # noqa: F401  (fixtures)
 from conftest import N_CPGS, N_SAMPLES, read_truth
 from test_10_warehouse_local import CPG_ORDER, INJECTION, SAMPLES, _expected, fill
-from xr_methyl import IcebergWarehouse, LocalWarehouse, Loader, MethylStore, Warehouse, open_warehouse
+from xr_methyl import LocalWarehouse, Loader, MethylStore, Warehouse, open_warehouse
 from xr_methyl.errors import DataError
 from xr_methyl.synthetic import build_cohort
 
@@ -41,14 +41,6 @@ class Case:
     warehouse: Warehouse
     data: dict[str, pa.Table]  # the rows appended, for the expected answers
     standin: Any = None
-
-
-def glue_warehouse(moto, namespace: str) -> IcebergWarehouse:
-    bucket = moto.new_bucket("glue")
-    return open_warehouse(
-        f"glue://{namespace}?region=us-east-1&glue.endpoint={moto.endpoint}&s3.endpoint={moto.endpoint}"
-        f"&warehouse=s3://{bucket}/warehouse"
-    )
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build a synthetic cohort, create a store, ensure a subset twice")
     demo.add_argument("dir", nargs="?", default="xr-methyl-demo", help="folder for the demo (default: %(default)s)")
+    demo.add_argument("--athena", action="store_true",
+                      help="the production path on this machine, offline: the cohort in Iceberg tables on a "
+                           "local S3 and Glue (moto), read through AthenaWarehouse (PyAthena) from an Athena "
+                           "stand-in; needs the demo extra")
+    demo.add_argument("--store", help="the store's directory (default: DIR/cohort.methyl.zarr, "
+                                      "with --athena DIR/athena-cohort.methyl.zarr)")
     demo.add_argument("--samples", type=int, default=48, help="samples in the cohort (default: %(default)s)")
     demo.add_argument("--cpgs", type=int, default=200_000, help="CpGs in the cohort (default: %(default)s)")
     demo.add_argument("--batch-size", type=int, default=8, help="samples per batch (default: %(default)s)")
@@ -132,20 +138,29 @@ def _info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    for line in _info_lines(info):
+        print(line)
+    return 0
+
+
+def _info_lines(info: dict) -> list[str]:
+    """What ``xr-methyl info`` prints of :meth:`MethylStore.info`."""
     layout = info["layout"]
-    print(f"store      {info['path']}")
-    print(f"samples    {info['samples']:,} in {info['batches']} batch(es) ({info['rows']:,} rows with padding)")
-    print(f"cpgs       {info['cpgs']:,}")
-    print(f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
-          f"coverage {info['coverage_dtype']}")
-    print(f"warehouse  {info['warehouse']}")
+    lines = [
+        f"store      {info['path']}",
+        f"samples    {info['samples']:,} in {info['batches']} batch(es) ({info['rows']:,} rows with padding)",
+        f"cpgs       {info['cpgs']:,}",
+        (f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
+         f"coverage {info['coverage_dtype']}"),
+        f"warehouse  {info['warehouse']}",
+    ]
     cost = info.get("warehouse_cost") or {}
     if cost.get("queries"):
-        print(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
-              f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
-    print(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
-          f"coverage {_size(info['bytes']['coverage'])})")
-    return 0
+        lines.append(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
+                     f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
+    lines.append(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
+                 f"coverage {_size(info['bytes']['coverage'])})")
+    return lines
 
 
 def _verify(args) -> int:
@@ -182,24 +197,30 @@ def _gc(args) -> int:
 
 
 def _demo(args) -> int:
-    import numpy as np
-    import xarray as xr
+    root = Path(args.dir)
+    if args.store is not None and "://" in args.store:
+        raise ValueError(f"--store {args.store}: expected a local directory")
+    store_dir = Path(args.store or root / ("athena-cohort.methyl.zarr" if args.athena else "cohort.methyl.zarr"))
+    found = [p for p in ([store_dir] if args.athena else [root / "warehouse", store_dir]) if p.exists()]
+    if found and not args.overwrite:
+        raise MethylError(f"{found[0]} already holds a demo; pass --overwrite to replace it, or choose another folder")
+    if not 0 < args.subset <= args.samples:
+        raise ValueError(f"--subset {args.subset}: expected between 1 and --samples ({args.samples})")
+    if args.athena:
+        from xr_methyl.testing import local_aws
 
-    import xr_methyl  # noqa: F401  (registers ds.methyl)
-    from xr_methyl.store import MethylStore
+        local_aws.require()
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return (_demo_athena if args.athena else _demo_embedded)(args, store_dir)
+
+
+def _demo_embedded(args, store_dir: Path) -> int:
+    """``demo``: the main job on the embedded warehouse, all on local disk."""
     from xr_methyl.synthetic import build_cohort
     from xr_methyl.warehouse import LocalWarehouse
 
-    root = Path(args.dir)
-    wh_dir, store_dir = root / "warehouse", root / "cohort.methyl.zarr"
-    if wh_dir.exists() or store_dir.exists():
-        if not args.overwrite:
-            raise MethylError(f"{root} already holds a demo; pass --overwrite to replace it, or choose another folder")
-        shutil.rmtree(wh_dir, ignore_errors=True)
-        shutil.rmtree(store_dir, ignore_errors=True)
-    if not 0 < args.subset <= args.samples:
-        raise ValueError(f"--subset {args.subset}: expected between 1 and --samples ({args.samples})")
-
+    wh_dir = Path(args.dir) / "warehouse"
     print(f"1. Building a synthetic cohort in the embedded Iceberg warehouse {wh_dir}")
     t0 = time.perf_counter()
     cohort = build_cohort(LocalWarehouse(wh_dir), n_samples=args.samples, n_cpgs=args.cpgs,
@@ -208,32 +229,126 @@ def _demo(args) -> int:
           f"({time.perf_counter() - t0:.1f} s)")
 
     print(f"2. Creating the store {store_dir} (CpG axis = the warehouse's cpgs table)")
-    store = MethylStore.create(store_dir, warehouse=LocalWarehouse(wh_dir))
+    store = _demo_create_store(str(store_dir), None, LocalWarehouse(wh_dir))
     print(f"   layout {store.manifest['layout']}")
 
-    rng = np.random.default_rng(args.seed)
-    subset = [cohort.sample_ids[i] for i in rng.choice(args.samples, size=args.subset, replace=False)]
-    ds = xr.open_dataset(store_dir, engine="methylzarr")
-    print(f"3. ds.methyl.ensure({args.subset} samples): the first call pays the warehouse")
-    t0 = time.perf_counter()
-    first = ds.methyl.ensure(subset)
-    beta = first.beta.values
-    t_first = time.perf_counter() - t0
-    print(f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}; {np.isnan(beta).mean():.1%} missing")
-
-    print("4. The same call again: read from the cache only")
-    t0 = time.perf_counter()
-    again = ds.methyl.ensure(subset, progress=False)
-    beta_again = again.beta.values
-    t_again = time.perf_counter() - t0
-    same = np.array_equal(beta, beta_again, equal_nan=True)
-    print(f"   {t_again:.2f} s ({t_first / max(t_again, 1e-9):.0f}x faster); identical values: {same}")
-
-    info = MethylStore.open(store_dir).info()
+    same, _ = _demo_ensure_twice(str(store_dir), None, _demo_subset(cohort, args), step=3)
+    info = _demo_open(str(store_dir), None).info()
     print(f"5. The store now holds {info['samples']} samples in {info['batches']} batches, "
           f"{_size(info['bytes']['total'])} on disk")
     print(f"   try: xr-methyl info {store_dir}")
     return 0 if same else 1
+
+
+def _demo_athena(args, local_store: Path) -> int:
+    """``demo --athena``: the production path (Iceberg on S3 + Glue, Athena, UNLOAD) on moto and the stand-in."""
+    from xr_methyl.synthetic import build_cohort
+    from xr_methyl.testing import local_aws
+
+    started = time.perf_counter()
+    print("The production path on this machine, offline: Iceberg tables in S3 + Glue, queried with Athena")
+    with local_aws.moto_server() as moto:
+        print(f"0. moto's S3 and Glue at {moto.endpoint} (dummy AWS credentials while it runs; "
+              f"{time.perf_counter() - started:.1f} s)")
+        glue = local_aws.glue_warehouse(moto, "methylation")
+        print(f"1. Building a synthetic cohort as Iceberg tables in Glue database {glue.namespace}, "
+              f"data in {glue.properties['warehouse']}")
+        t0 = time.perf_counter()
+        cohort = build_cohort(glue, n_samples=args.samples, n_cpgs=args.cpgs, batch_size=args.batch_size,
+                              seed=args.seed)
+        print(f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
+              f"({time.perf_counter() - t0:.1f} s)")
+        with local_aws.start_standin(glue, moto, rows_per_file=1_000_000) as standin:
+            athena = local_aws.athena_warehouse(standin, moto, moto.new_bucket("athena"), poll_interval=0.05)
+            print(f"   Athena stand-in at {standin.endpoint}: Athena's API; it runs the SQL it is sent "
+                  "on DuckDB over those tables")
+            # The one line to change for a store on moto's S3, once stores take s3:// URLs:
+            #   location, storage_options = (f"s3://{moto.new_bucket('store')}/cohort.methyl.zarr",
+            #                                {"endpoint_url": moto.endpoint})
+            location, storage_options = str(local_store), None
+
+            print(f"2. Creating the store {location}; its CpG axis is the cpgs table, UNLOADed through Athena")
+            print(f"   warehouse {athena.describe()}")
+            t0 = time.perf_counter()
+            _demo_create_store(location, storage_options, athena)
+            at_create = len(standin.executions)
+            print(f"   {time.perf_counter() - t0:.2f} s, {at_create} Athena quer{'y' if at_create == 1 else 'ies'}")
+
+            same, ran = _demo_ensure_twice(location, storage_options, _demo_subset(cohort, args), step=3,
+                                           queries=lambda: len(standin.executions))
+            store = _demo_open(location, storage_options)
+            print("5. What the first call paid, kept with each batch in the store's provenance:")
+            queries = {q["query_id"]: q for entries in store.provenance.values() for e in entries for q in e["queries"]}
+            for q in queries.values():
+                print(f"   {q['kind']:<20} query {q['query_id']}  {_size(q['bytes_scanned'])} scanned  "
+                      f"${q['dollars']:.7f}")
+            print(f"6. xr-methyl info {location}")
+            for line in _info_lines(store.info()):
+                print(f"   {line}")
+        print("7. Stopped the Athena stand-in and moto's server; moto's S3 and Glue are gone with it")
+    print(f"   done in {time.perf_counter() - started:.1f} s; Athena queries: {at_create} to create the store, "
+          f"{ran[0]} for the first ensure, {ran[1]} for the second")
+    print(f"   the store stays in {location}: xr-methyl info reads it; ensuring new samples")
+    print("   would need its warehouse, which stopped with the demo")
+    return 0 if same and ran[1] == 0 else 1
+
+
+def _demo_subset(cohort, args) -> list[str]:
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    return [cohort.sample_ids[i] for i in rng.choice(args.samples, size=args.subset, replace=False)]
+
+
+def _demo_create_store(location: str, storage_options: dict | None, warehouse):
+    """The demo's store at ``location`` (a directory; an ``s3://`` URL with its ``storage_options``, later)."""
+    from xr_methyl.store import MethylStore
+
+    return MethylStore.create(location, warehouse=warehouse, **_storage_kwargs(storage_options))
+
+
+def _demo_open(location: str, storage_options: dict | None):
+    from xr_methyl.store import MethylStore
+
+    return MethylStore.open(location, **_storage_kwargs(storage_options))
+
+
+def _storage_kwargs(storage_options: dict | None) -> dict:
+    # Local stores take no storage options; only a store on object storage passes them on.
+    return {} if storage_options is None else {"storage_options": storage_options}
+
+
+def _demo_ensure_twice(location: str, storage_options: dict | None, subset: list[str], *, step: int,
+                       queries=None) -> tuple[bool, tuple[int, int]]:
+    """Ensure ``subset`` twice: the first call pays the warehouse, the second reads the cache only.
+
+    Prints what each took; returns whether both gave the same values, and how
+    many warehouse queries each ran when ``queries()`` counts them.
+    """
+    import numpy as np
+    import xarray as xr
+
+    import xr_methyl  # noqa: F401  (registers ds.methyl)
+
+    count = queries or (lambda: 0)
+    ds = xr.open_dataset(location, engine="methylzarr", **_storage_kwargs(storage_options))
+    print(f"{step}. ds.methyl.ensure({len(subset)} samples): the first call pays the warehouse")
+    t0, n0 = time.perf_counter(), count()
+    first = ds.methyl.ensure(subset)
+    beta, coverage = first.beta.values, first.coverage.values
+    t_first, n_first = time.perf_counter() - t0, count() - n0
+    print(f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}" + (f", {n_first} warehouse queries" if queries else ""))
+    print(f"   values: {np.isnan(beta).mean():.1%} missing, mean beta {np.nanmean(beta):.6f}, "
+          f"{int(coverage.sum()):,} reads")
+
+    print(f"{step + 1}. The same call again: read from the cache only")
+    t0, n0 = time.perf_counter(), count()
+    again = ds.methyl.ensure(subset, progress=False)
+    same = np.array_equal(beta, again.beta.values, equal_nan=True) and np.array_equal(coverage, again.coverage.values)
+    t_again, n_again = time.perf_counter() - t0, count() - n0
+    print(f"   {t_again:.2f} s ({t_first / max(t_again, 1e-9):.0f}x faster)"
+          + (f", {n_again} warehouse queries" if queries else "") + f"; identical values: {same}")
+    return same, (n_first, n_again)
 
 
 def _size(n: int) -> str:

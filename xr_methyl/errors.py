@@ -78,5 +78,9 @@ class UnknownCpgError(DataError):
     """Warehouse rows whose cpg_id is not on the store's CpG axis (when asked to be strict)."""
 
 
+class MissingDependencyError(MethylError, ImportError):
+    """An optional part of xr_methyl needs packages that are not installed; the message names the extra."""
+
+
 class UnknownCpgWarning(UserWarning):
     """Warehouse rows whose cpg_id is not on the store's CpG axis were dropped."""

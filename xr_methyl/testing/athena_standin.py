@@ -1,4 +1,4 @@
-"""An offline stand-in for Amazon Athena, for tests.
+"""An offline stand-in for Amazon Athena, for the tests and ``xr-methyl demo --athena``.
 
 It speaks Athena's JSON API (``X-Amz-Target: AmazonAthena.<Operation>``) to the
 unmodified boto3/PyAthena client and really runs the SQL it is sent:
@@ -21,19 +21,25 @@ non-empty prefix or with more than 100 partitions, a second statement, an
 unknown database or table; it reports ``DataScannedInBytes`` (the bytes of the
 data files read).  Failures can be injected: throttling of the next API calls,
 a failure after an UNLOAD wrote its files, a query that runs until stopped.
+
+``stop()`` (or leaving ``with standin:``) stops what runs: queries are
+cancelled, the keep-alive connections of HTTP/1.1 clients are closed and every
+thread is joined, so a stopped stand-in leaves no thread or socket behind.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -69,6 +75,7 @@ class Execution:
     columns: list[tuple[str, str]] = field(default_factory=list)
     rows: list[list[str | None]] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
     hold: float = 0.0
     fail_after_write: str | None = None
 
@@ -143,16 +150,31 @@ class AthenaStandIn:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="athena-standin").start()
+        self._server = _ClosingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="athena-standin")
+        self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Cancel running queries, stop serving, close every connection and join every thread."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
+        with self._lock:
+            running = [ex for ex in self.executions.values() if ex.thread is not None]
+        for ex in running:
+            ex.cancel.set()
+        for ex in running:
+            ex.thread.join()
+        self._server = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     @property
     def s3(self):
@@ -205,7 +227,8 @@ class AthenaStandIn:
             if query.lstrip()[:6].upper() == "UNLOAD":
                 ex.fail_after_write, self.fail_next_unload_after_write = self.fail_next_unload_after_write, None
             self.executions[ex.query_id] = ex
-        threading.Thread(target=self._run, args=(ex,), daemon=True).start()
+            ex.thread = threading.Thread(target=self._run, args=(ex,), daemon=True, name=f"athena-query-{ex.query_id}")
+            ex.thread.start()
         return {"QueryExecutionId": ex.query_id}
 
     def _op_GetQueryExecution(self, request: dict) -> dict:  # noqa: N802
@@ -362,14 +385,22 @@ class AthenaStandIn:
             raise QueryFailed("INVALID_TABLE_PROPERTY: Partition columns must be the last columns in the table "
                               "and in the same order as partitioned_by")
         data = result.drop_columns(partitioned_by) if partitioned_by else result
-        groups: dict[str, list[int]] = {}
-        keys = list(zip(*(result.column(c).to_pylist() for c in partitioned_by))) if partitioned_by else [()] * len(result)
-        for i, key in enumerate(keys):
-            path = "".join(
-                f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None or v == '' else hive_escape(str(v))}/"
-                for c, v in zip(partitioned_by, key)
-            )
-            groups.setdefault(path, []).append(i)
+        groups: dict[str, np.ndarray] = {}  # partition directory -> its rows, in order
+        if partitioned_by:
+            # Grouped by Arrow, not row by row in Python: an UNLOAD may hold millions of rows.
+            keyed = result.select(partitioned_by).append_column("_row", pa.array(np.arange(len(result))))
+            grouped = keyed.group_by(partitioned_by, use_threads=False).aggregate([("_row", "list")])
+            rows = grouped["_row_list"].combine_chunks()
+            for i, key in enumerate(grouped.select(partitioned_by).to_pylist()):
+                path = "".join(
+                    f"{c}={'__HIVE_DEFAULT_PARTITION__' if v is None or v == '' else hive_escape(str(v))}/"
+                    for c, v in key.items()
+                )
+                found = rows[i].values.to_numpy()
+                groups[path] = found if path not in groups else np.sort(np.concatenate([groups[path], found]))
+            groups = dict(sorted(groups.items(), key=lambda item: item[1][0]))  # in order of first row
+        elif len(result):
+            groups[""] = np.arange(len(result))
         if len(groups) > self.max_partitions:
             raise QueryFailed(
                 f"HIVE_TOO_MANY_OPEN_PARTITIONS: Exceeded limit of {self.max_partitions} open writers for "
@@ -377,7 +408,7 @@ class AthenaStandIn:
             )
         written = []
         for path, rows in groups.items():
-            part = data.take(pa.array(rows, pa.int64()))
+            part = data.take(pa.array(rows))
             for n, lo in enumerate(range(0, max(len(part), 1), self.rows_per_file)):
                 buffer = io.BytesIO()
                 pq.write_table(part.slice(lo, self.rows_per_file), buffer, compression=options.get("compression", "snappy").lower())
@@ -396,6 +427,49 @@ class AthenaStandIn:
 
 class _InvalidRequest(Exception):
     pass
+
+
+class _ClosingHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server whose ``server_close`` also ends the connections it holds open.
+
+    HTTP/1.1 clients (botocore) keep their connections alive, each with a
+    handler thread waiting for the next request: closing them lets those
+    threads end, and ``server_close`` joins them (``block_on_close``).
+    """
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._closing = False
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        if not self._closing:  # a connection cut by server_close is no error
+            super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        self._closing = True
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by its client
+                pass
+        super().server_close()
 
 
 def parse_unload(query: str) -> tuple[str, str, dict[str, Any]]:
