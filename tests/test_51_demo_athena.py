@@ -110,6 +110,14 @@ def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_pat
     for name in ("beta", "coverage", "age", "batch_id"):
         np.testing.assert_array_equal(athena_ds[name].values, local_ds[name].values)
 
+    # Once the demo's servers are gone, ensuring a new sample fails in one line: the query
+    # cannot start; PyAthena's own traceback stays out of the output.
+    done = subprocess.run([sys.executable, "-m", "xr_methyl.cli", "ensure", str(tmp_path / "athena-cohort.methyl.zarr"),
+                           "sample-not-cached", "--no-progress"], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("xr-methyl ensure: error:")
+
     # An earlier demo is refused before anything starts.
     assert main(["demo", "--athena", str(tmp_path), *SMALL]) == 1
     assert "--overwrite" in capsys.readouterr().err

@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    if not args.verbose:
+        # PyAthena logs a failed query with its traceback before raising; the error
+        # we print says the same in one line, so its log shows only with -v.
+        logging.getLogger("pyathena").setLevel(logging.CRITICAL)
     try:
         return args.run(args) or 0
     except (MethylError, OSError, ValueError, TypeError) as err:
