@@ -159,10 +159,10 @@ def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(store, monkeypatch
     else:
         real_write = LocalStorage.write_json
 
-        def failing_write(self, key, value):
+        def failing_write(self, key, value, **conditions):
             if key == fail_at:
                 raise Crash
-            real_write(self, key, value)
+            return real_write(self, key, value, **conditions)
         monkeypatch.setattr(LocalStorage, "write_json", failing_write)
 
     new_beta, new_cov = make_block(5, seed=6)

@@ -53,13 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     init = sub.add_parser("init", help="create an empty store whose CpG axis is the warehouse's cpgs table")
-    init.add_argument("store")
+    init.add_argument("store", help=STORE_HELP)
+    _storage_options(init)
     init.add_argument("--warehouse", required=True, help="warehouse path or URI")
     init.add_argument("--coverage-dtype", default="uint16", choices=["uint8", "uint16", "uint32"])
     init.set_defaults(run=_init)
 
     ensure = sub.add_parser("ensure", help="ingest the given samples into a store if missing")
-    ensure.add_argument("store")
+    ensure.add_argument("store", help=STORE_HELP)
+    _storage_options(ensure)
     ensure.add_argument("ids", nargs="*", help="sample ids")
     ensure.add_argument("--ids-file", help="file with one sample id per line")
     ensure.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
@@ -67,12 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     ensure.set_defaults(run=_ensure)
 
     info = sub.add_parser("info", help="describe a store")
-    info.add_argument("store")
+    info.add_argument("store", help=STORE_HELP)
+    _storage_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
 
     verify = sub.add_parser("verify", help="check a store's files (and, optionally, cells against the warehouse)")
-    verify.add_argument("store")
+    verify.add_argument("store", help=STORE_HELP)
+    _storage_options(verify)
     verify.add_argument("--against-warehouse", type=int, default=0, metavar="N",
                         help="also compare N random (sample, CpG) cells with the warehouse")
     verify.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
@@ -81,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_verify)
 
     gc = sub.add_parser("gc", help="reclaim what interrupted writers left behind (never committed data)")
-    gc.add_argument("store")
+    gc.add_argument("store", help=STORE_HELP)
+    _storage_options(gc)
     gc.add_argument("--warehouse", help="also reclaim this warehouse's abandoned export staging")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--json", action="store_true", help="print JSON")
@@ -89,10 +94,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+STORE_HELP = "store directory or s3://bucket/prefix"
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="storage_options",
+        help="S3 store option, e.g. endpoint_url=http://localhost:9000, region=eu-west-1, profile=NAME "
+             "(repeatable; credentials come from the AWS chain: keep secrets off the command line)")
+
+
+def _options(args) -> dict[str, str] | None:
+    out = {}
+    for item in args.storage_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option {key!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out or None
+
+
 def _init(args) -> int:
     from xr_methyl.store import MethylStore
 
-    store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype)
+    store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
+                               storage_options=_options(args))
     print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest['warehouse']}")
     return 0
 
@@ -110,7 +136,7 @@ def _read_ids(args) -> list[str]:
 def _ensure(args) -> int:
     from xr_methyl.loader import Loader
 
-    loader = Loader(args.store, args.warehouse)
+    loader = Loader(args.store, args.warehouse, storage_options=_options(args))
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -128,7 +154,7 @@ def _ensure(args) -> int:
 def _info(args) -> int:
     from xr_methyl.store import MethylStore
 
-    info = MethylStore.open(args.store).info()
+    info = MethylStore.open(args.store, storage_options=_options(args)).info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -154,7 +180,8 @@ def _verify(args) -> int:
 
     if args.against_warehouse < 0:
         raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")
-    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed)
+    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed,
+                          storage_options=_options(args))
     if args.json:
         print(redact(json.dumps({"ok": report.ok, "path": report.path, "problems": report.problems,
                                  "notes": report.notes, "checked": report.checked}, indent=2)))
@@ -168,9 +195,19 @@ def _verify(args) -> int:
 
 
 def _gc(args) -> int:
+    from xr_methyl.errors import StoreNotFoundError
     from xr_methyl.store import MethylStore
 
-    report = MethylStore.open(args.store).gc(warehouse=args.warehouse, dry_run=args.dry_run)
+    options = _options(args)
+    try:
+        store = MethylStore.open(args.store, storage_options=options)
+    except StoreNotFoundError:
+        # No store opens there: perhaps an interrupted create left something to clear.
+        report = MethylStore.reclaim_create(args.store, storage_options=options, dry_run=args.dry_run)
+        if not report.removed:
+            raise
+    else:
+        report = store.gc(warehouse=args.warehouse, dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"dry_run": report.dry_run, "bytes": report.bytes, "removed": report.removed,
                           "broken_locks": report.broken_locks}, indent=2))
