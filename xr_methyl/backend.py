@@ -49,7 +49,8 @@ class StoreArray(BackendArray):
         if self._array is None:
             import zarr
 
-            self._array = zarr.open_array(self.storage.zarr_store(self.key, read_only=True), mode="r")
+            self._array = zarr.open_array(self.storage.zarr_store(self.key, read_only=True), mode="r",
+                                          zarr_format=3)
         return self._array
 
     def __getstate__(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import email.utils
 import errno
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -80,6 +81,16 @@ _DELETE_BATCH = 1000
 _CLIENTS: dict[str, Any] = {}
 _ZARR_STORES: dict[tuple[str, str, str, bool], Any] = {}
 _CLIENTS_LOCK = threading.Lock()
+
+
+def _forget_clients() -> None:  # a forked child must not share its parent's connections (or obstore's runtime)
+    global _CLIENTS_LOCK
+    _CLIENTS.clear()
+    _ZARR_STORES.clear()
+    _CLIENTS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -390,7 +390,9 @@ class MethylStore:
 
         key = {"beta": BETA, "coverage": COVERAGE}[name]
         try:
-            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r")
+            # zarr_format=3: no look-ups of Zarr v2 metadata (one request each on S3)
+            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r",
+                                  zarr_format=3)
         except Exception as err:  # zarr raises several types for a missing or broken zarr.json
             raise CorruptStoreError(f"cannot open {self.storage.uri}/{key}: {err}") from err
         if arr.ndim != 2 or arr.shape[1] != self.n_cpgs or arr.shape[0] < self.commit.n_rows:
@@ -848,7 +850,7 @@ def _write_region(storage: Storage, start: int, col: int, beta: np.ndarray, cove
     written: dict[str, dict | None] = {}
     for key, data, fill in ((BETA, beta, np.nan), (COVERAGE, coverage, 0)):
         recording = _recording_store(storage.zarr_store(key, read_only=False), key, written)
-        arr = zarr.open_array(recording, mode="r+")
+        arr = zarr.open_array(recording, mode="r+", zarr_format=3)
         width = data.shape[1]
         # One write per block of shard rows, so that every write covers whole
         # shards (zarr would otherwise read back and rewrite a shard).
