@@ -14,6 +14,7 @@ import zarr
 
 from aws_support import moto_server  # noqa: F401  (fixture)
 from xr_methyl import CorruptStoreError, DataError, Layout, MethylStore, StoreExistsError, StoreNotFoundError
+from xr_methyl.errors import StoreConflictError
 
 N_CPGS = 100
 LAYOUT = Layout(sample_block=4, chunk_rows=4, cpg_chunk=16, cpg_shard=64)
@@ -157,6 +158,24 @@ def test_bad_blocks_are_refused_before_writing(any_store):
         store.append("B1", ["a", "a"], *make_block(2))
     assert MethylStore.open(store.storage).sample_ids == []
     assert chunk_files(store) == {}
+
+
+def test_conditional_writes_really_are_conditional(any_store):
+    """The commit's compare-and-swap: on S3 PUT If-Match / If-None-Match, locally a check under the lock."""
+    storage = any_store.storage
+    _, tag = storage.read_tagged("sample_ids.json")
+    new_tag = storage.write_json("sample_ids.json", [None] * 4, if_match=tag)  # (S3 ETags hash the content)
+    data = storage.read_bytes("sample_ids.json")
+    with pytest.raises(StoreConflictError, match="changed"):
+        storage.write_json("sample_ids.json", ["x"], if_match=tag)  # the tag read before someone else's write
+    with pytest.raises(StoreConflictError):
+        storage.write_json("sample_ids.json", ["x"], if_absent=True)
+    assert storage.read_tagged("sample_ids.json") == (data, new_tag)  # nothing was written
+    assert storage.write_json("fresh.json", {}, if_absent=True)
+    storage.remove("fresh.json")
+    with pytest.raises(StoreConflictError, match="changed|removed"):
+        storage.write_json("fresh.json", {}, if_match=new_tag)
+    assert not storage.exists("fresh.json")
 
 
 FAIL_POINTS = ["rows", "ingested_batches.json", "samples.json", "sample_ids.json"]

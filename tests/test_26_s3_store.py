@@ -131,22 +131,6 @@ def test_appends_never_rewrite_or_read_existing_objects(moto_server, s3_store, m
 
 
 # -- the commit is a compare-and-swap ----------------------------------------------------------------------
-def test_conditional_writes_really_are_conditional(s3_store):
-    storage = s3_store.storage
-    _, tag = storage.read_tagged("sample_ids.json")
-    new_tag = storage.write_json("sample_ids.json", [None] * 8, if_match=tag)  # (ETags hash the content)
-    data = storage.read_bytes("sample_ids.json")
-    with pytest.raises(StoreConflictError, match="changed"):
-        storage.write_json("sample_ids.json", ["x"], if_match=tag)  # the tag read before someone else's write
-    with pytest.raises(StoreConflictError):
-        storage.write_json("sample_ids.json", ["x"], if_absent=True)
-    assert storage.read_tagged("sample_ids.json") == (data, new_tag)  # nothing was written
-    assert storage.write_json("fresh.json", {}, if_absent=True)
-    storage.remove("fresh.json")
-    with pytest.raises(StoreConflictError, match="removed"):
-        storage.write_json("fresh.json", {}, if_match=new_tag)
-
-
 def test_a_stale_writers_commit_fails_and_loses_nothing(s3_store, truth, monkeypatch):
     """Writer A loses its lock mid-append (taken over as dead); B commits; A's commit must fail."""
     Loader(s3_store).ingest(["S0001"], progress=False)

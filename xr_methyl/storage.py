@@ -176,6 +176,10 @@ class LocalStorage:
                     os.link(tmp, target)  # fails if the target exists
                 except FileExistsError:
                     raise StoreConflictError(f"{target} exists already; it was not replaced") from None
+                except OSError:  # a filesystem without hard links: check, then rename (writers hold the lock)
+                    if target.exists():
+                        raise StoreConflictError(f"{target} exists already; it was not replaced") from None
+                    os.replace(tmp, target)
                 Path(tmp).unlink(missing_ok=True)
             else:
                 if if_match is not None:
