@@ -403,6 +403,28 @@ def test_bad_locations_get_clear_errors(moto_server, bucket, warehouse):  # noqa
         S3Storage("s3://no-such-bucket-xr/s", opts).check_writable()
 
 
+def test_a_store_that_cannot_be_written_is_refused_before_the_warehouse_is_paid(s3_store, monkeypatch):
+    """moto enforces no policies: S3's answer to a PUT without permission is put in its place."""
+    import errno
+
+    from botocore.exceptions import ClientError
+
+    from xr_methyl import StoreWriteError
+
+    def denied(**kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+    monkeypatch.setattr(s3_store.storage.client, "put_object", denied)
+    with pytest.raises(PermissionError, match="access denied to s3://.*probe"):
+        s3_store.storage.check_writable()
+    loader = Loader(s3_store)
+    with pytest.raises(StoreWriteError, match="not writable by this user") as caught:
+        loader.ingest(IDS, progress=False)
+    assert caught.value.errno == errno.EACCES and loader.last_report.batches == []
+    monkeypatch.undo()
+    assert MethylStore.open(s3_store.storage).sample_ids == []
+
+
 SECRET = "FAKEs3cr3tKeyValue0123456789"
 
 
