@@ -324,6 +324,21 @@ def test_gc_reclaims_what_interrupted_writers_leave_on_s3(s3_store, monkeypatch)
     assert after.sample_ids == IDS and after.verify().ok
 
 
+KILLED_CREATE = """
+import sys, time
+import xr_methyl.store as store_module
+from xr_methyl import MethylStore
+uri, endpoint, warehouse = sys.argv[1:]
+real = store_module._create_array
+def slow(storage, key, *args):
+    real(storage, key, *args)
+    print("half-way", flush=True)
+    time.sleep(60)
+store_module._create_array = slow
+MethylStore.create(uri, warehouse=warehouse, storage_options={"endpoint_url": endpoint})
+"""
+
+
 def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, warehouse, monkeypatch):  # noqa: F811
     import xr_methyl.store as store_module
 
@@ -340,22 +355,34 @@ def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, ware
     monkeypatch.undo()
     assert moto_server.keys(bucket) == []  # everything it wrote was removed, the lock released
 
-    # A creator killed outright leaves its objects, its marker and its lock: nothing opens there ...
+    # A creator killed outright leaves its objects, its marker and its lock: nothing opens there, and
+    # the next create takes over the dead creator's lock and clears what it left.
+    creator = subprocess.Popen([sys.executable, "-c", KILLED_CREATE, uri, moto_server.endpoint, str(warehouse.path)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert creator.stdout.readline().strip() == "half-way"
+        creator.send_signal(signal.SIGKILL)
+        creator.wait()
+    finally:
+        creator.kill()
+    left = moto_server.keys(bucket)
+    assert any(k.endswith("/.owner.json") for k in left) and any(k.endswith("/write.lock") for k in left)
+    with pytest.raises(StoreNotFoundError, match="interrupted create"):
+        MethylStore.open(uri, storage_options=opts)
+    assert MethylStore.reclaim_create(uri, storage_options=opts, dry_run=True).removed
+    created = MethylStore.create(uri, warehouse=warehouse, storage_options=opts)
+    assert created.verify().ok and stray_files(created.storage) == []
+    created.storage.remove("")
+
+    # The same leftovers, cleared by gc (a dry run first).
     storage = S3Storage(uri, opts)
     storage.write_json(".owner.json", {**process_identity(), "pid": dead_pid()})
     storage.write_atomic("cpg_ids.npy", b"half")
     put_lock(storage, pid=dead_pid())
-    with pytest.raises(StoreNotFoundError, match="interrupted create"):
-        MethylStore.open(uri, storage_options=opts)
-    # ... gc (dry run first) clears it, and so would a new create.
     assert MethylStore.reclaim_create(uri, storage_options=opts, dry_run=True).removed
     assert storage.exists("cpg_ids.npy")
     report = MethylStore.reclaim_create(uri, storage_options=opts)
     assert report.removed and moto_server.keys(bucket) == []
-    storage.write_json(".owner.json", {**process_identity(), "pid": dead_pid()})
-    storage.write_atomic("cpg_ids.npy", b"half")
-    created = MethylStore.create(uri, warehouse=warehouse, storage_options=opts)
-    assert created.verify().ok and stray_files(created.storage) == []
 
     # A create that is still running (its lock held by a live process) is never cleared.
     other = S3Storage(f"s3://{bucket}/busy.methyl.zarr", opts)
