@@ -1,6 +1,6 @@
 """The methylzarr store: two Zarr v3 arrays plus sidecars, with one commit point.
 
-Layout of a store directory (format 2)::
+Layout of a store directory, or of the objects under an ``s3://`` prefix (format 2)::
 
     beta.zarr/             (rows, n_cpgs) float32, NaN = missing, sharded
     coverage.zarr/         (rows, n_cpgs) unsigned int, 0 = no coverage, same grid
@@ -23,6 +23,11 @@ only ever writes whole new shards and never reads or rewrites an existing one
    committed rows;
 2. write ``ingested_batches.json`` and ``samples.json`` with the new entries;
 3. replace ``sample_ids.json`` in one atomic write: this is the commit.
+
+Steps 2 and 3 replace each object only if it is still the version read under
+the write lock (on S3 a ``PUT If-Match`` on its ETag, a real compare-and-swap),
+so a writer that lost its lock can neither commit nor overwrite a successor's
+sidecars.  Where a store's bytes live is :mod:`xr_methyl.storage`'s business.
 
 Everything a reader trusts is filtered through ``sample_ids.json``: rows past
 its end, and sidecar entries for samples it does not list, are uncommitted and
