@@ -46,6 +46,21 @@ def read_truth(warehouse) -> Truth:
     return Truth(beta=beta, coverage=coverage, samples=samples)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def axis_cache(tmp_path_factory):
+    """The local cache of S3 stores' CpG axes (XR_METHYL_CACHE): a fresh folder, never the user's."""
+    import os
+
+    path = tmp_path_factory.mktemp("axis-cache")
+    saved = os.environ.get("XR_METHYL_CACHE")
+    os.environ["XR_METHYL_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("XR_METHYL_CACHE", None)
+    else:
+        os.environ["XR_METHYL_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory):
     path = tmp_path_factory.mktemp("cohort") / "warehouse"

@@ -1,4 +1,7 @@
-"""The store on its own: layout, append rule, the single commit point, refusals."""
+"""The store on its own: layout, append rule, the single commit point, refusals.
+
+Tests that take ``any_store`` run on a local directory and on S3 (moto's server).
+"""
 
 import hashlib
 import json
@@ -9,8 +12,9 @@ import pyarrow as pa
 import pytest
 import zarr
 
+from aws_support import moto_server  # noqa: F401  (fixture)
 from xr_methyl import CorruptStoreError, DataError, Layout, MethylStore, StoreExistsError, StoreNotFoundError
-from xr_methyl.storage import LocalStorage
+from xr_methyl.errors import StoreConflictError
 
 N_CPGS = 100
 LAYOUT = Layout(sample_block=4, chunk_rows=4, cpg_chunk=16, cpg_shard=64)
@@ -37,13 +41,25 @@ def store(tmp_path):
     return MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=cpg_table(), layout=LAYOUT)
 
 
-def chunk_files(path):
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path):
+    """The same empty store in a local directory, then under an S3 prefix."""
+    if request.param == "local":
+        return MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=cpg_table(), layout=LAYOUT)
+    moto = request.getfixturevalue("moto_server")
+    return MethylStore.create(f"s3://{moto.new_bucket()}/s.methyl.zarr", cpg_ids=cpg_table(), layout=LAYOUT,
+                              storage_options=moto.options)
+
+
+def chunk_files(store):
     """sha256 of every chunk/shard object under both arrays."""
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and "/c/" in str(p.relative_to(path)).replace("\\", "/")
-    }
+    return {key: hashlib.sha256(store.storage.read_bytes(key)).hexdigest()
+            for key, _ in sorted(store.storage.walk()) if "/c/" in key}
+
+
+def raw_array(store, name="beta.zarr"):
+    """An array as plain zarr sees it (all rows, committed or not)."""
+    return zarr.open_array(store.storage.zarr_store(name, read_only=True), mode="r")
 
 
 def test_create_writes_the_documented_layout(store, tmp_path):
@@ -83,41 +99,46 @@ def test_create_with_a_bad_axis_leaves_nothing(tmp_path, ids, message):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_append_round_trips_and_pads_to_whole_blocks(store):
+def test_append_round_trips_and_pads_to_whole_blocks(any_store):
+    store = any_store
     beta, cov = make_block(3)
     assert store.append("B1", ["a", "b", "c"], beta, cov, metadata={"a": {"age": 30.0}}) == ["a", "b", "c"]
-    reopened = MethylStore.open(store.storage.root)
+    reopened = MethylStore.open(store.storage)
     assert reopened.commit.rows == ["a", "b", "c", None]
     assert reopened.batches == {"B1": ["a", "b", "c"]}
     assert reopened.commit.samples["a"] == {"batch_id": "B1", "age": 30.0}
     np.testing.assert_array_equal(reopened.read("beta", ["c", "a"]), beta[[2, 0]])
     np.testing.assert_array_equal(reopened.read("coverage", ["b"]), cov[[1]])
-    raw = zarr.open_array(store.storage.root / "beta.zarr", mode="r")
+    raw = raw_array(store)
     assert raw.shape == (4, N_CPGS)
     assert np.isnan(raw[3]).all()  # the padding row
 
 
-def test_append_never_touches_existing_chunk_objects(store):
+def test_append_never_touches_existing_chunk_objects(any_store):
+    store = any_store
     store.append("B1", ["a", "b", "c", "d"], *make_block(4, seed=1))
     store.append("B2", ["e"], *make_block(1, seed=2))
-    before = chunk_files(store.storage.root)
+    before = chunk_files(store)
     assert before  # there is something to protect
     store.append("B3", ["f", "g", "h", "i", "j"], *make_block(5, seed=3))
     store.append("B2", ["k"], *make_block(1, seed=4))  # a second part of a batch is a new block too
-    after = chunk_files(store.storage.root)
+    after = chunk_files(store)
     assert {k: after[k] for k in before} == before
     assert len(after) > len(before)
     assert store.batches["B2"] == ["e", "k"]
 
 
-def test_all_empty_rows_write_no_chunk_objects(store):
+def test_all_empty_rows_write_no_chunk_objects(any_store):
+    store = any_store
     beta = np.full((2, N_CPGS), np.nan, np.float32)
     store.append("B0", ["x", "y"], beta, np.zeros((2, N_CPGS), np.uint16))
-    assert chunk_files(store.storage.root) == {}
+    assert chunk_files(store) == {}
     assert store.sample_ids == ["x", "y"]
+    assert store.verify().ok
 
 
-def test_samples_committed_meanwhile_are_skipped(store):
+def test_samples_committed_meanwhile_are_skipped(any_store):
+    store = any_store
     beta, cov = make_block(2)
     store.append("B1", ["a", "b"], beta, cov)
     assert store.append("B1", ["b", "c"], beta, cov) == ["c"]
@@ -125,7 +146,8 @@ def test_samples_committed_meanwhile_are_skipped(store):
     np.testing.assert_array_equal(store.read("beta", ["c"]), beta[[1]])
 
 
-def test_bad_blocks_are_refused_before_writing(store):
+def test_bad_blocks_are_refused_before_writing(any_store):
+    store = any_store
     beta, cov = make_block(2)
     beta[1, 7] = 1.25
     with pytest.raises(DataError, match="sample 'b'"):
@@ -134,18 +156,37 @@ def test_bad_blocks_are_refused_before_writing(store):
         store.append("B1", ["a", "b"], make_block(2)[0], cov.astype(np.int32))
     with pytest.raises(DataError, match="unique"):
         store.append("B1", ["a", "a"], *make_block(2))
-    assert MethylStore.open(store.storage.root).sample_ids == []
-    assert chunk_files(store.storage.root) == {}
+    assert MethylStore.open(store.storage).sample_ids == []
+    assert chunk_files(store) == {}
+
+
+def test_conditional_writes_really_are_conditional(any_store):
+    """The commit's compare-and-swap: on S3 PUT If-Match / If-None-Match, locally a check under the lock."""
+    storage = any_store.storage
+    _, tag = storage.read_tagged("sample_ids.json")
+    new_tag = storage.write_json("sample_ids.json", [None] * 4, if_match=tag)  # (S3 ETags hash the content)
+    data = storage.read_bytes("sample_ids.json")
+    with pytest.raises(StoreConflictError, match="changed"):
+        storage.write_json("sample_ids.json", ["x"], if_match=tag)  # the tag read before someone else's write
+    with pytest.raises(StoreConflictError):
+        storage.write_json("sample_ids.json", ["x"], if_absent=True)
+    assert storage.read_tagged("sample_ids.json") == (data, new_tag)  # nothing was written
+    assert storage.write_json("fresh.json", {}, if_absent=True)
+    storage.remove("fresh.json")
+    with pytest.raises(StoreConflictError, match="changed|removed"):
+        storage.write_json("fresh.json", {}, if_match=new_tag)
+    assert not storage.exists("fresh.json")
 
 
 FAIL_POINTS = ["rows", "ingested_batches.json", "samples.json", "sample_ids.json"]
 
 
 @pytest.mark.parametrize("fail_at", FAIL_POINTS)
-def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(store, monkeypatch, fail_at):
+def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(any_store, monkeypatch, fail_at):
+    store = any_store
     first_beta, first_cov = make_block(2, seed=5)
     store.append("B1", ["a", "b"], first_beta, first_cov)
-    committed_chunks = chunk_files(store.storage.root)
+    committed_chunks = chunk_files(store)
 
     class Crash(Exception):
         pass
@@ -157,53 +198,54 @@ def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(store, monkeypatch
         original = MethylStore._write_rows
         monkeypatch.setattr(MethylStore, "_write_rows", boom)
     else:
-        real_write = LocalStorage.write_json
+        real_write = type(store.storage).write_json
 
-        def failing_write(self, key, value):
+        def failing_write(self, key, value, **conditions):
             if key == fail_at:
                 raise Crash
-            real_write(self, key, value)
-        monkeypatch.setattr(LocalStorage, "write_json", failing_write)
+            return real_write(self, key, value, **conditions)
+        monkeypatch.setattr(type(store.storage), "write_json", failing_write)
 
     new_beta, new_cov = make_block(5, seed=6)
     with pytest.raises(Crash):
         store.append("B2", ["c", "d", "e", "f", "g"], new_beta, new_cov)
     monkeypatch.undo()
 
-    after_crash = MethylStore.open(store.storage.root)
+    after_crash = MethylStore.open(store.storage)
     assert after_crash.sample_ids == ["a", "b"]
     assert after_crash.batches == {"B1": ["a", "b"]}
     assert set(after_crash.commit.samples) == {"a", "b"}
     np.testing.assert_array_equal(after_crash.read("beta", ["a", "b"]), first_beta)
-    assert {k: v for k, v in chunk_files(store.storage.root).items() if k in committed_chunks} == committed_chunks
-    assert not (store.storage.root / "write.lock").exists()
+    assert {k: v for k, v in chunk_files(store).items() if k in committed_chunks} == committed_chunks
+    assert not store.storage.exists("write.lock")
 
     # Re-running the same work completes it, over the orphaned rows.
     other_beta, other_cov = make_block(1, seed=7)
     after_crash.append("B3", ["z"], other_beta, other_cov)
     after_crash.append("B2", ["c", "d", "e", "f", "g"], new_beta, new_cov)
-    final = MethylStore.open(store.storage.root)
+    final = MethylStore.open(store.storage)
     assert final.sample_ids == ["a", "b", "z", "c", "d", "e", "f", "g"]
     np.testing.assert_array_equal(final.read("beta", ["z"]), other_beta)
     np.testing.assert_array_equal(final.read("beta", ["c", "d", "e", "f", "g"]), new_beta)
     np.testing.assert_array_equal(final.read("coverage", ["g", "a"]), np.stack([new_cov[4], first_cov[0]]))
-    rows = zarr.open_array(store.storage.root / "beta.zarr", mode="r").shape[0]
-    assert rows == len(final.commit.rows) == 16
+    assert raw_array(store).shape[0] == len(final.commit.rows) == 16
+    assert final.verify().ok
 
 
-def test_concurrent_appends_from_threads_all_commit(store):
+def test_concurrent_appends_from_threads_all_commit(any_store):
+    store = any_store
     blocks = {f"B{i}": make_block(3, seed=10 + i) for i in range(4)}
 
     def work(batch):
         ids = [f"{batch}_{k}" for k in range(3)]
-        MethylStore.open(store.storage.root).append(batch, ids, *blocks[batch])
+        MethylStore.open(store.storage).append(batch, ids, *blocks[batch])
 
     threads = [threading.Thread(target=work, args=(b,)) for b in blocks]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    final = MethylStore.open(store.storage.root)
+    final = MethylStore.open(store.storage)
     assert sorted(final.batches) == sorted(blocks)
     for batch, (beta, _) in blocks.items():
         np.testing.assert_array_equal(final.read("beta", final.batches[batch]), beta)

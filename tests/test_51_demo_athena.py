@@ -84,26 +84,33 @@ def values_line(output: str) -> str:
 
 
 def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_path, capsys):
-    [report], err = probe((["demo", "--athena", str(tmp_path), *SMALL], "none"))
-    out = report["out"]
-    assert report["rc"] == 0, out + err
-    assert_nothing_left(report)
+    # The store on moto's S3 (the default), then the same run keeping the store on disk.
+    [on_s3, on_disk], err = probe((["demo", "--athena", str(tmp_path), *SMALL], "none"),
+                                  (["demo", "--athena", "--store", str(tmp_path / "kept.zarr"), *SMALL], "none"))
+    out = on_s3["out"]
+    for report in (on_s3, on_disk):
+        assert report["rc"] == 0, report["out"] + err
+        assert_nothing_left(report)
+        assert re.search(r"3 warehouse queries\n", report["out"])
+        assert "0 warehouse queries; identical values: True" in report["out"]
     assert "xr_methyl ensure" in err  # the progress bar of the first ensure
     assert "Glue database methylation, data in s3://" in out
-    assert re.search(r"3 warehouse queries\n", out) and "0 warehouse queries; identical values: True" in out
+    assert re.search(r"2\. Creating the store s3://store-[0-9a-f]+/cohort\.methyl\.zarr;", out)
     assert "Athena queries: 1 to create the store, 3 for the first ensure, 0 for the second" in out
     # the provenance: each query's id, bytes scanned and dollars, and info's totals
     ids = re.findall(r"query ([0-9a-f-]{36})  \S+ \S+ scanned  \$0\.0000477", out)
     assert len(set(ids)) == 3
     assert re.search(r"paid {7}3 warehouse queries, \S+ \S+ scanned, about \$0\.0001 \(Athena list price\)", out)
+    assert re.search(r"on disk {4}\d+\.\d KiB \(beta", out)  # measured on S3
     assert "warehouse  athena://methylation?" in out and "testing" not in out  # no credentials printed
     assert "Stopped the Athena stand-in and moto's server" in out
+    assert "went with moto's S3" in out and list(tmp_path.iterdir()) == [tmp_path / "kept.zarr"]
 
-    # The same story on the embedded warehouse gives the same values.
+    # The same story on the embedded warehouse gives the same values, on S3 and on disk.
     assert main(["demo", str(tmp_path / "embedded"), *SMALL]) == 0
     embedded = capsys.readouterr().out
-    assert values_line(out) == values_line(embedded)
-    athena_ds = xr.open_dataset(tmp_path / "athena-cohort.methyl.zarr", engine="methylzarr")
+    assert values_line(out) == values_line(on_disk["out"]) == values_line(embedded)
+    athena_ds = xr.open_dataset(tmp_path / "kept.zarr", engine="methylzarr")
     local_ds = xr.open_dataset(tmp_path / "embedded" / "cohort.methyl.zarr", engine="methylzarr")
     assert athena_ds.sizes["sample"] == 5
     local_ds = local_ds.sel(sample=athena_ds.sample.values)
@@ -112,28 +119,29 @@ def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_pat
 
     # Once the demo's servers are gone, ensuring a new sample fails in one line: the query
     # cannot start; PyAthena's own traceback stays out of the output.
-    done = subprocess.run([sys.executable, "-m", "xr_methyl.cli", "ensure", str(tmp_path / "athena-cohort.methyl.zarr"),
-                           "sample-not-cached", "--no-progress"], check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "xr_methyl.cli", "ensure", str(tmp_path / "kept.zarr"),
+                           "sample-not-cached", "--no-progress"], check=False, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("xr-methyl ensure: error:")
 
-    # An earlier demo is refused before anything starts.
-    assert main(["demo", "--athena", str(tmp_path), *SMALL]) == 1
+    # An earlier demo's store is refused before anything starts.
+    assert main(["demo", "--athena", "--store", str(tmp_path / "kept.zarr"), *SMALL]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_demo_athena_stops_the_servers_on_ctrl_c_and_errors(tmp_path):
     tiny = ["--samples", "4", "--cpgs", "1000", "--batch-size", "2", "--subset", "2"]
-    reports, err = probe((["demo", "--athena", str(tmp_path / "a"), *tiny], "ctrl-c"),
-                         (["demo", "--athena", str(tmp_path / "b"), *tiny], "error"))
+    reports, err = probe((["demo", "--athena", "--store", str(tmp_path / "a"), *tiny], "ctrl-c"),
+                         (["demo", "--athena", "--store", str(tmp_path / "b"), *tiny], "error"))
     for report in reports:
         assert_nothing_left(report)
         assert "Stopped the Athena stand-in" not in report["out"]
     assert reports[0]["rc"] == 130 and "xr-methyl demo: interrupted; the store keeps its last commit" in err
     assert reports[1]["rc"] == 1 and "xr-methyl demo: error: injected: the warehouse broke" in err
     for name in ("a", "b"):
-        assert xr.open_dataset(tmp_path / name / "athena-cohort.methyl.zarr", engine="methylzarr").sizes["sample"] == 0
+        assert xr.open_dataset(tmp_path / name, engine="methylzarr").sizes["sample"] == 0
 
 
 def test_demo_athena_names_the_extra_to_install_when_moto_is_missing(tmp_path):

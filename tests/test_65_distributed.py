@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from dask_support import two_worker_client
 from xr_methyl import LocalWarehouse, Loader, MethylStore
 
 distributed = pytest.importorskip("distributed")
@@ -17,15 +18,8 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
-    )
-    client = distributed.Client(cluster)
-    try:
+    with two_worker_client() as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 @pytest.fixture(scope="module")

@@ -81,10 +81,10 @@ def inject(monkeypatch, step):
     real_write = LocalStorage.write_atomic
     target = {"block record write": "blocks/", "sidecar write": "samples.json", "commit": "sample_ids.json"}[step]
 
-    def failing_write(self, key, data):
+    def failing_write(self, key, data, **conditions):
         if key.startswith(target):
             raise enospc
-        return real_write(self, key, data)
+        return real_write(self, key, data, **conditions)
     monkeypatch.setattr(LocalStorage, "write_atomic", failing_write)
     return StoreWriteError, "No space left on device.*keeps its last commit"
 

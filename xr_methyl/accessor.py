@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable
 import xarray as xr
 from numpy.typing import ArrayLike
 
-from xr_methyl.backend import _WAREHOUSES, STORE_ATTR
+from xr_methyl.backend import _STORAGES, _WAREHOUSES, STORE_ATTR
 
 
 @xr.register_dataset_accessor("methyl")
@@ -57,7 +57,8 @@ class MethylAccessor:
         """The :class:`~xr_methyl.MethylStore` behind this Dataset, freshly opened."""
         from xr_methyl.store import MethylStore
 
-        return MethylStore.open(self.store_path)
+        path = self.store_path
+        return MethylStore.open(_STORAGES.get(path, path))  # with the storage options it was opened with
 
     def ensure(
         self,

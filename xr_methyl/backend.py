@@ -22,17 +22,42 @@ STORE_ATTR = "methylzarr_store"
 # Warehouses handed to open_dataset, by store location, so that ds.methyl.ensure
 # ingests from the same one (xarray attrs should stay plain data).
 _WAREHOUSES: dict[str, Any] = {}
+# The storage (with its S3 options) of each store opened here, by location, so that
+# ds.methyl reopens it the same way; options may hold credentials, so never in attrs.
+_STORAGES: dict[str, Any] = {}
 
 
 class StoreArray(BackendArray):
-    """Committed rows of one zarr array, addressed by sample index (padding rows skipped)."""
+    """Committed rows of one zarr array, addressed by sample index (padding rows skipped).
 
-    def __init__(self, array, rows: np.ndarray, chunk_rows: int) -> None:
-        self.array = array
+    Pickles as the store's storage (its location, and S3 options) and the
+    array's key: a dask worker reopens the array itself, with no state of the
+    process that opened the Dataset.
+    """
+
+    def __init__(self, array, rows: np.ndarray, chunk_rows: int, *, storage=None, key: str | None = None) -> None:
+        self._array = array
+        self.storage = storage
+        self.key = key
         self.rows = rows
         self.chunk_rows = chunk_rows
         self.shape = (len(rows), array.shape[1])
         self.dtype = array.dtype
+
+    @property
+    def array(self):
+        if self._array is None:
+            import zarr
+
+            self._array = zarr.open_array(self.storage.zarr_store(self.key, read_only=True), mode="r",
+                                          zarr_format=3)
+        return self._array
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.storage is not None:
+            state["_array"] = None
+        return state
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         # OUTER: a list of CpGs stays a list (xarray would otherwise read
@@ -98,7 +123,9 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
     for name in ("beta", "coverage"):
         if name in drop:
             continue
-        lazy = indexing.LazilyIndexedArray(StoreArray(store.array(name), rows, store.layout.chunk_rows))
+        array = StoreArray(store.array(name), rows, store.layout.chunk_rows, storage=store.storage,
+                           key=f"{name}.zarr")
+        lazy = indexing.LazilyIndexedArray(array)
         var = xr.Variable(("sample", "cpg"), lazy)
         var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}
         data_vars[name] = var
@@ -136,6 +163,8 @@ def _column(samples: list[dict], column: str) -> np.ndarray:
 def _looks_like_store(path: str | os.PathLike) -> bool:
     import json
 
+    if isinstance(path, str) and "://" in path and not path.startswith("file://"):
+        return False  # guessing must not touch the network: pass engine="methylzarr" for s3:// stores
     try:
         with open(os.path.join(os.fspath(path), "manifest.json"), "rb") as f:
             return json.load(f).get("format") == "methylzarr"
@@ -150,11 +179,13 @@ class MethylZarrBackendEntrypoint(BackendEntrypoint):
     coordinates ``sample`` (committed samples only), ``cpg``, ``chrom`` and
     ``pos`` on cpg, ``batch_id`` and the sample metadata on sample.  Opening
     never touches the warehouse; ``warehouse=`` is remembered for
-    ``ds.methyl.ensure``.
+    ``ds.methyl.ensure``.  An ``s3://bucket/prefix`` store takes
+    ``storage_options`` (endpoint, region, credentials; never stored in the
+    Dataset's attributes).
     """
 
     description = "Open a methylzarr store (wide DNA-methylation matrices cached in Zarr v3)"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "warehouse")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "warehouse", "storage_options")
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -162,10 +193,15 @@ class MethylZarrBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         warehouse=None,
+        storage_options: dict[str, Any] | None = None,
     ) -> xr.Dataset:
         from xr_methyl.store import MethylStore
 
-        store = filename_or_obj if isinstance(filename_or_obj, MethylStore) else MethylStore.open(filename_or_obj)
+        if isinstance(filename_or_obj, MethylStore):
+            store = filename_or_obj
+        else:
+            store = MethylStore.open(filename_or_obj, storage_options=storage_options)
+        _STORAGES[store.storage.uri] = store.storage
         if warehouse is not None:
             _WAREHOUSES[store.storage.uri] = warehouse
         if isinstance(drop_variables, str):

@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="the production path on this machine, offline: the cohort in Iceberg tables on a "
                            "local S3 and Glue (moto), read through AthenaWarehouse (PyAthena) from an Athena "
                            "stand-in; needs the demo extra")
-    demo.add_argument("--store", help="the store's directory (default: DIR/cohort.methyl.zarr, "
-                                      "with --athena DIR/athena-cohort.methyl.zarr)")
+    demo.add_argument("--store", help="the store's directory (default: DIR/cohort.methyl.zarr; with --athena "
+                                      "the store goes on moto's S3 unless a directory is given)")
     demo.add_argument("--samples", type=int, default=48, help="samples in the cohort (default: %(default)s)")
     demo.add_argument("--cpgs", type=int, default=200_000, help="CpGs in the cohort (default: %(default)s)")
     demo.add_argument("--batch-size", type=int, default=8, help="samples per batch (default: %(default)s)")
@@ -63,13 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     init = sub.add_parser("init", help="create an empty store whose CpG axis is the warehouse's cpgs table")
-    init.add_argument("store")
+    init.add_argument("store", help=STORE_HELP)
+    _storage_options(init)
     init.add_argument("--warehouse", required=True, help="warehouse path or URI")
     init.add_argument("--coverage-dtype", default="uint16", choices=["uint8", "uint16", "uint32"])
     init.set_defaults(run=_init)
 
     ensure = sub.add_parser("ensure", help="ingest the given samples into a store if missing")
-    ensure.add_argument("store")
+    ensure.add_argument("store", help=STORE_HELP)
+    _storage_options(ensure)
     ensure.add_argument("ids", nargs="*", help="sample ids")
     ensure.add_argument("--ids-file", help="file with one sample id per line")
     ensure.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
@@ -77,12 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     ensure.set_defaults(run=_ensure)
 
     info = sub.add_parser("info", help="describe a store")
-    info.add_argument("store")
+    info.add_argument("store", help=STORE_HELP)
+    _storage_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
 
     verify = sub.add_parser("verify", help="check a store's files (and, optionally, cells against the warehouse)")
-    verify.add_argument("store")
+    verify.add_argument("store", help=STORE_HELP)
+    _storage_options(verify)
     verify.add_argument("--against-warehouse", type=int, default=0, metavar="N",
                         help="also compare N random (sample, CpG) cells with the warehouse")
     verify.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
@@ -91,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_verify)
 
     gc = sub.add_parser("gc", help="reclaim what interrupted writers left behind (never committed data)")
-    gc.add_argument("store")
+    gc.add_argument("store", help=STORE_HELP)
+    _storage_options(gc)
     gc.add_argument("--warehouse", help="also reclaim this warehouse's abandoned export staging")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--json", action="store_true", help="print JSON")
@@ -99,10 +104,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+STORE_HELP = "store directory or s3://bucket/prefix"
+
+
+def _storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="storage_options",
+        help="S3 store option, e.g. endpoint_url=http://localhost:9000, region=eu-west-1, profile=NAME "
+             "(repeatable; credentials come from the AWS chain: keep secrets off the command line)")
+
+
+def _options(args) -> dict[str, str] | None:
+    out = {}
+    for item in args.storage_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option {key!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out or None
+
+
 def _init(args) -> int:
     from xr_methyl.store import MethylStore
 
-    store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype)
+    store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
+                               storage_options=_options(args))
     print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest['warehouse']}")
     return 0
 
@@ -120,7 +146,7 @@ def _read_ids(args) -> list[str]:
 def _ensure(args) -> int:
     from xr_methyl.loader import Loader
 
-    loader = Loader(args.store, args.warehouse)
+    loader = Loader(args.store, args.warehouse, storage_options=_options(args))
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -138,7 +164,7 @@ def _ensure(args) -> int:
 def _info(args) -> int:
     from xr_methyl.store import MethylStore
 
-    info = MethylStore.open(args.store).info()
+    info = MethylStore.open(args.store, storage_options=_options(args)).info()
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -173,7 +199,8 @@ def _verify(args) -> int:
 
     if args.against_warehouse < 0:
         raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")
-    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed)
+    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed,
+                          storage_options=_options(args))
     if args.json:
         print(redact(json.dumps({"ok": report.ok, "path": report.path, "problems": report.problems,
                                  "notes": report.notes, "checked": report.checked}, indent=2)))
@@ -187,9 +214,19 @@ def _verify(args) -> int:
 
 
 def _gc(args) -> int:
+    from xr_methyl.errors import StoreNotFoundError
     from xr_methyl.store import MethylStore
 
-    report = MethylStore.open(args.store).gc(warehouse=args.warehouse, dry_run=args.dry_run)
+    options = _options(args)
+    try:
+        store = MethylStore.open(args.store, storage_options=options)
+    except StoreNotFoundError:
+        # No store opens there: perhaps an interrupted create left something to clear.
+        report = MethylStore.reclaim_create(args.store, storage_options=options, dry_run=args.dry_run)
+        if not report.removed:
+            raise
+    else:
+        report = store.gc(warehouse=args.warehouse, dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"dry_run": report.dry_run, "bytes": report.bytes, "removed": report.removed,
                           "broken_locks": report.broken_locks}, indent=2))
@@ -204,8 +241,13 @@ def _demo(args) -> int:
     root = Path(args.dir)
     if args.store is not None and "://" in args.store:
         raise ValueError(f"--store {args.store}: expected a local directory")
-    store_dir = Path(args.store or root / ("athena-cohort.methyl.zarr" if args.athena else "cohort.methyl.zarr"))
-    found = [p for p in ([store_dir] if args.athena else [root / "warehouse", store_dir]) if p.exists()]
+    if args.athena:  # the store on moto's S3 (a fresh bucket each run) unless a directory is given
+        store_dir = Path(args.store) if args.store else None
+        candidates = [store_dir] if store_dir else []
+    else:
+        store_dir = Path(args.store or root / "cohort.methyl.zarr")
+        candidates = [root / "warehouse", store_dir]
+    found = [p for p in candidates if p.exists()]
     if found and not args.overwrite:
         raise MethylError(f"{found[0]} already holds a demo; pass --overwrite to replace it, or choose another folder")
     if not 0 < args.subset <= args.samples:
@@ -244,7 +286,7 @@ def _demo_embedded(args, store_dir: Path) -> int:
     return 0 if same else 1
 
 
-def _demo_athena(args, local_store: Path) -> int:
+def _demo_athena(args, local_store: Path | None) -> int:
     """``demo --athena``: the production path (Iceberg on S3 + Glue, Athena, UNLOAD) on moto and the stand-in."""
     from xr_methyl.synthetic import build_cohort
     from xr_methyl.testing import local_aws
@@ -266,10 +308,11 @@ def _demo_athena(args, local_store: Path) -> int:
             athena = local_aws.athena_warehouse(standin, moto, moto.new_bucket("athena"), poll_interval=0.05)
             print(f"   Athena stand-in at {standin.endpoint}: Athena's API; it runs the SQL it is sent "
                   "on DuckDB over those tables")
-            # The one line to change for a store on moto's S3, once stores take s3:// URLs:
-            #   location, storage_options = (f"s3://{moto.new_bucket('store')}/cohort.methyl.zarr",
-            #                                {"endpoint_url": moto.endpoint})
-            location, storage_options = str(local_store), None
+            if local_store is None:
+                location = f"s3://{moto.new_bucket('store')}/cohort.methyl.zarr"
+                storage_options = {"endpoint_url": moto.endpoint}
+            else:
+                location, storage_options = str(local_store), None
 
             print(f"2. Creating the store {location}; its CpG axis is the cpgs table, UNLOADed through Athena")
             print(f"   warehouse {athena.describe()}")
@@ -292,8 +335,11 @@ def _demo_athena(args, local_store: Path) -> int:
         print("7. Stopped the Athena stand-in and moto's server; moto's S3 and Glue are gone with it")
     print(f"   done in {time.perf_counter() - started:.1f} s; Athena queries: {at_create} to create the store, "
           f"{ran[0]} for the first ensure, {ran[1]} for the second")
-    print(f"   the store stays in {location}: xr-methyl info reads it; ensuring new samples")
-    print("   would need its warehouse, which stopped with the demo")
+    if local_store is None:
+        print(f"   the store {location} went with moto's S3; pass --store DIR to keep it on disk")
+    else:
+        print(f"   the store stays in {location}: xr-methyl info reads it; ensuring new samples")
+        print("   would need its warehouse, which stopped with the demo")
     return 0 if same and ran[1] == 0 else 1
 
 
@@ -305,7 +351,7 @@ def _demo_subset(cohort, args) -> list[str]:
 
 
 def _demo_create_store(location: str, storage_options: dict | None, warehouse):
-    """The demo's store at ``location`` (a directory; an ``s3://`` URL with its ``storage_options``, later)."""
+    """The demo's store at ``location`` (a directory, or an ``s3://`` URL with its ``storage_options``)."""
     from xr_methyl.store import MethylStore
 
     return MethylStore.create(location, warehouse=warehouse, **_storage_kwargs(storage_options))

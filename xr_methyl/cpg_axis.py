@@ -9,21 +9,37 @@ for region look-ups.  Every one is a plain ``.npy`` file, memory-mapped when a
 store is opened, so opening costs no time or memory in the axis length and a
 look-up touches only the pages its binary search visits.  (Format 1 stores kept
 the loci in ``cpg_loci.npz``; their look-up tables are built in memory.)
+
+A store on S3 cannot be memory-mapped: :func:`open_remote` downloads its axis
+files once into a local cache (``$XR_METHYL_CACHE``, default
+``~/.cache/xr_methyl``), in a folder named by the sha256 of the files that the
+manifest records, checks every file against its hash, and memory-maps them
+from there.  Any process (a dask worker too) that lacks the folder downloads
+it; one whose cache cannot be written reads the files into memory instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import os
+import shutil
+import uuid
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from xr_methyl.errors import CorruptStoreError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,12 +56,16 @@ class CpgAxis:
     pos: np.ndarray | None = None
     #: Directory the arrays are memory-mapped from (None: in memory); pickles reopen it.
     source: str | None = None
+    #: Where a remote store's axis comes from (:class:`RemoteAxis`); pickles reopen it through the cache.
+    remote: Any = None
     _tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __reduce__(self):
+        if self.remote is not None:  # a worker opens it through its own cache, never the client's path
+            return (open_remote, (self.remote.storage, dict(self.remote.files)))
         if self.source is not None:  # reopen the files instead of copying the arrays
             return (CpgAxis.open, (self.source,))
         return (CpgAxis, (self.ids, self.chrom_names, self.chrom_codes, self.pos))
@@ -176,36 +196,65 @@ class CpgAxis:
                 files["locus_order.npy"] = self._table("locus_order")
         return {name: _npy_bytes(array) for name, array in files.items()}
 
+    def axis_files(self) -> dict[str, bytes]:
+        """Every file of the axis of a format 2 store, by its key in the store."""
+        return {"cpg_ids.npy": self.ids_bytes(),
+                **{f"{INDEX_DIR}/{name}": data for name, data in self.index_files().items()}}
+
     @classmethod
-    def open(cls, directory: str | os.PathLike) -> CpgAxis:
+    def open(cls, directory: str | os.PathLike, *, remote: RemoteAxis | None = None) -> CpgAxis:
         """Memory-map the axis of a format 2 store (``cpg_ids.npy`` and ``cpg_index/``)."""
         root = os.fspath(directory)
-        index = os.path.join(root, INDEX_DIR)
 
-        def load(name: str, mmap: bool = True):
-            return np.load(os.path.join(index, name), mmap_mode="r" if mmap else None, allow_pickle=False)
+        def load(key: str, mmap: bool = True):
+            path = os.path.join(root, *key.split("/"))
+            if not os.path.exists(path):
+                return None
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
+        return cls._load(load, where=root, source=root, remote=remote)
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes], *, remote: RemoteAxis | None = None) -> CpgAxis:
+        """The axis of a format 2 store from the bytes of its files (keys as in :meth:`axis_files`), in memory."""
+        def load(key: str, mmap: bool = True):
+            return np.load(io.BytesIO(files[key]), allow_pickle=False) if key in files else None
+
+        return cls._load(load, where="the store", source=None, remote=remote)
+
+    @classmethod
+    def _load(cls, load: Callable[..., np.ndarray | None], *, where: str, source: str | None,
+              remote: RemoteAxis | None) -> CpgAxis:
+        def need(key: str, mmap: bool = True) -> np.ndarray:
+            array = load(key, mmap)
+            if array is None:
+                raise FileNotFoundError(f"{where} has no {key}")
+            return array
+
+        index = INDEX_DIR
         try:
-            ids = np.load(os.path.join(root, "cpg_ids.npy"), mmap_mode="r", allow_pickle=False)
-            has_loci = os.path.exists(os.path.join(index, "pos.npy"))
+            ids = need("cpg_ids.npy")
+            pos = load(f"{index}/pos.npy")
+            has_loci = pos is not None
             axis = cls(
                 ids=ids,
-                chrom_names=load("chrom_names.npy", mmap=False) if has_loci else None,
-                chrom_codes=load("chrom.npy") if has_loci else None,
-                pos=load("pos.npy") if has_loci else None,
-                source=root,
+                chrom_names=need(f"{index}/chrom_names.npy", mmap=False) if has_loci else None,
+                chrom_codes=need(f"{index}/chrom.npy") if has_loci else None,
+                pos=pos,
+                source=source,
+                remote=remote,
             )
-            axis._tables.update(sorted_ids=load("sorted_ids.npy"), sorted_order=load("sorted_order.npy"))
+            axis._tables.update(sorted_ids=need(f"{index}/sorted_ids.npy"),
+                                sorted_order=need(f"{index}/sorted_order.npy"))
             if has_loci:
-                ordered = os.path.exists(os.path.join(index, "locus_order.npy"))
-                axis._tables.update(locus_keys=load("locus_keys.npy"),
-                                    locus_order=load("locus_order.npy") if ordered else None)
+                axis._tables.update(locus_keys=need(f"{index}/locus_keys.npy"),
+                                    locus_order=load(f"{index}/locus_order.npy"))
         except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
         for name, table in axis._tables.items():
             if table is not None and len(table) != len(ids):
                 raise CorruptStoreError(
-                    f"{index}/{name} has {len(table)} entries for {len(ids)} CpGs; the CpG axis of a store "
+                    f"{where}/{index}/{name} has {len(table)} entries for {len(ids)} CpGs; the CpG axis of a store "
                     "must never change"
                 )
         return axis
@@ -229,6 +278,86 @@ class CpgAxis:
 
 #: Directory of a format 2 store holding the loci and look-up tables of the axis.
 INDEX_DIR = "cpg_index"
+#: Environment variable naming the local cache of remote stores' CpG axes.
+CACHE_ENV = "XR_METHYL_CACHE"
+
+
+@dataclass(frozen=True)
+class RemoteAxis:
+    """Where a remote store's axis files are (a picklable storage) and their sha256 (from the manifest)."""
+
+    storage: Any
+    files: tuple[tuple[str, str], ...]
+
+
+def file_hashes(files: Mapping[str, bytes]) -> dict[str, str]:
+    """sha256 of each axis file, as the manifest records them (``axis_files``)."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+
+
+def cache_root() -> Path:
+    """The local cache of remote CpG axes: ``$XR_METHYL_CACHE`` or ``~/.cache/xr_methyl``, then ``cpg_axis/``."""
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/xr_methyl").expanduser() / "cpg_axis"
+
+
+def open_remote(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
+    """Open the axis of a remote store through the local cache, downloading it the first time.
+
+    ``files`` maps each axis file to its sha256 (the manifest's ``axis_files``);
+    the cache folder is named by a hash of that mapping, so it can only hold
+    these exact files.  ``data`` gives the files' bytes when the caller has
+    them (a create), saving the download.
+    """
+    remote = RemoteAxis(storage, tuple(sorted(files.items())))
+    key = hashlib.sha256(json.dumps(remote.files).encode()).hexdigest()[:32]
+    root = cache_root()
+    target = root / key
+    if not (target / "cpg_ids.npy").exists():
+        try:
+            _fill_cache(storage, dict(files), root, target, data)
+        except CorruptStoreError:
+            raise
+        except OSError as err:  # a read-only or full home: read into memory instead
+            log.warning("cannot cache the CpG axis of %s under %s (%s); reading it into memory", storage.uri, root,
+                        err)
+            return CpgAxis.from_files(_fetch(storage, files, data), remote=remote)
+    return CpgAxis.open(target, remote=remote)
+
+
+def _fetch(storage, files: Mapping[str, str], data: Mapping[str, bytes] | None) -> dict[str, bytes]:
+    out = {}
+    for name, digest in files.items():
+        out[name] = data[name] if data and name in data else storage.read_bytes(name)
+        if hashlib.sha256(out[name]).hexdigest() != digest:
+            raise CorruptStoreError(f"{storage.uri}/{name} does not match the sha256 the manifest records; "
+                                    "the CpG axis of a store must never change")
+    return out
+
+
+def _fill_cache(storage, files: dict[str, str], root: Path, target: Path, data: Mapping[str, bytes] | None) -> None:
+    """Download (or write) every file into a private folder, check its hash, then rename the folder into place."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        for name, digest in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if data and name in data:
+                path.write_bytes(data[name])
+                got = hashlib.sha256(data[name]).hexdigest()
+            else:
+                got = storage.download(name, path)
+            if got != digest:
+                raise CorruptStoreError(f"{storage.uri}/{name} does not match the sha256 the manifest records; "
+                                        "the CpG axis of a store must never change")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "cpg_ids.npy").exists():  # not another process filling it first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 #: Bits of ``pos`` in a locus key ``chrom_code << LOCUS_SHIFT | pos``.
 LOCUS_SHIFT = 40
 

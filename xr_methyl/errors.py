@@ -34,6 +34,14 @@ class StoreLockedError(StoreError, TimeoutError):
     """Another writer held the store's write lock for longer than we waited."""
 
 
+class StoreConflictError(StoreLockedError):
+    """A conditional write lost: the object changed (or appeared) since this writer read it.
+
+    On S3 this is the answer 412 Precondition Failed (or 409 ConditionalRequestConflict) to a
+    PUT with ``If-Match``/``If-None-Match``; nothing was written.
+    """
+
+
 class StoreWriteError(StoreError, OSError):
     """Writing to a store failed (full disk, read-only, permission denied, ...).
 

@@ -173,8 +173,11 @@ def check_store(path: Path, truth, *, before: set[str], allowed: set[str], fail)
     return set(committed)
 
 
-def stray_files(path: Path) -> list[str]:
-    """Files in the store that are not committed content (orphans, temporaries, leftovers)."""
+def stray_files(path) -> list[str]:
+    """Files in the store that are not committed content (orphans, temporaries, leftovers).
+
+    ``path``: a store directory, or a storage (an S3 store's ``store.storage``).
+    """
     from xr_methyl import MethylStore
     from xr_methyl.store import (
         BATCHES,

@@ -87,6 +87,8 @@ class Loader:
         Bytes the wide blocks of one batch may take at once (default 1 GiB);
         larger batches are filled in units of whole shards.  The hash table of
         the CpG axis (about 25 bytes per CpG) and Arrow's record batches come on top.
+    storage_options
+        For a store given by an ``s3://`` location: endpoint, region, credentials.
     """
 
     def __init__(
@@ -96,13 +98,14 @@ class Loader:
         *,
         on_unknown_cpg: Literal["warn", "error", "ignore"] = "warn",
         max_memory: int = 1 << 30,
+        storage_options: dict | None = None,
     ) -> None:
         if on_unknown_cpg not in ("warn", "error", "ignore"):
             raise ValueError(f"on_unknown_cpg={on_unknown_cpg!r}: expected 'warn', 'error' or 'ignore'")
         if not isinstance(max_memory, int) or max_memory < 1:
             raise ValueError(f"max_memory={max_memory!r}: expected a positive number of bytes")
         self.max_memory = max_memory
-        self.store = store if isinstance(store, MethylStore) else MethylStore.open(store)
+        self.store = store if isinstance(store, MethylStore) else MethylStore.open(store, storage_options=storage_options)
         self._warehouse = warehouse
         self.on_unknown_cpg = on_unknown_cpg
         self.last_report = LoadReport()
@@ -195,9 +198,12 @@ class Loader:
                     bar.set_postfix_str(f"batch {batch_id}")
                     with self.store.appending([(batch_id, members)], metadata=metadata) as pending:
                         (rows,) = pending.rows
+                        filled = None
                         if rows.sample_ids:
-                            self._account(report, fill_rows(rows, self.store.cpg_axis, jobs[batch_id], **options))
-                        pending.commit(rows, provenance=_provenance(wh, batch_id, resolve_queries, exports))
+                            filled = fill_rows(rows, self.store.cpg_axis, jobs[batch_id], **options)
+                            self._account(report, filled)
+                        pending.commit(rows, provenance=_provenance(wh, batch_id, resolve_queries, exports),
+                                       shards=filled["shards"] if filled else None)
                     self._done(report, rows)
                     bar.update(1)
             else:
@@ -207,8 +213,10 @@ class Loader:
                                for rows in pending.rows if rows.sample_ids]
                     for rows, future in zip([r for r in pending.rows if r.sample_ids], futures):
                         bar.set_postfix_str(f"batch {rows.batch_id}")
-                        self._account(report, future.result())
-                        pending.commit(rows, provenance=_provenance(wh, rows.batch_id, resolve_queries, exports))
+                        filled = future.result()
+                        self._account(report, filled)
+                        pending.commit(rows, provenance=_provenance(wh, rows.batch_id, resolve_queries, exports),
+                                       shards=filled["shards"])
                         self._done(report, rows)
                         bar.update(1)
         finally:
@@ -346,7 +354,8 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
               coverage_dtype: str) -> dict:
     """Locate, scatter and write one reserved batch, unit by unit; runs in any process.
 
-    Returns ``{"long_rows", "dropped", "seconds": {"scatter", "write"}}``.
+    Returns ``{"long_rows", "dropped", "seconds": {"scatter", "write"}, "shards"}`` (``shards``: the
+    objects written, for the commit's block records).
     """
     locator = _locator(axis)
     members = list(rows.sample_ids)
@@ -354,7 +363,7 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
     bytes_per_cell = sum(d.itemsize + 1 for d in dtypes.values())  # values + the repeat check
     units = plan_units(len(members), rows.n_cpgs, block=rows.block, cpg_shard=rows.cpg_shard,
                        bytes_per_cell=bytes_per_cell, max_memory=max_memory)
-    out = {"long_rows": 0, "dropped": 0, "seconds": {"scatter": 0.0, "write": 0.0}}
+    out = {"long_rows": 0, "dropped": 0, "seconds": {"scatter": 0.0, "write": 0.0}, "shards": {}}
     for row_range, col_range in units:
         t0 = time.perf_counter()
         blocks = {}
@@ -363,7 +372,7 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
                                           dtypes[table], on_unknown_cpg, out)
         out["seconds"]["scatter"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows.write(row_range.start, col_range.start, blocks["beta"], blocks["coverage"])
+        out["shards"].update(rows.write(row_range.start, col_range.start, blocks["beta"], blocks["coverage"]))
         out["seconds"]["write"] += time.perf_counter() - t0
         del blocks
     return out

@@ -1,9 +1,17 @@
-"""Where a store's bytes live: the one module that touches the store's files.
+"""Where a store's bytes live: the code that touches a store's files or objects.
 
-``LocalStorage`` keeps a store in a directory.  Everything the store writes
-goes through ``write_atomic`` (a whole object replaced at once, the way an S3
-PUT behaves) or through the zarr store it hands out, so an object store can
-take its place behind the same methods.
+Two implementations of one :class:`Storage` protocol, picked by
+:func:`open_storage` from the store's location:
+
+* ``LocalStorage`` keeps a store in a directory (this module);
+* ``S3Storage`` keeps it under an ``s3://bucket/prefix`` (:mod:`xr_methyl.s3storage`).
+
+Everything a store writes goes through ``write_atomic`` (a whole object
+replaced at once, the way an S3 PUT behaves; optionally only if the object
+is unchanged since it was read, ``if_match``, or only if it is absent,
+``if_absent``) or through the zarr store it hands out.  A store is created in
+one step (:meth:`Storage.creating`) and written by one writer at a time
+(:meth:`Storage.lock`).
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from xr_methyl.errors import StoreLockedError
+from xr_methyl.errors import StoreConflictError, StoreExistsError, StoreLockedError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +49,73 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+class Storage(Protocol):
+    """What a store needs of the place its bytes live (see :class:`LocalStorage`, ``S3Storage``).
+
+    Keys are ``/``-separated paths relative to the store.  Reads of a missing
+    key raise ``FileNotFoundError``; a conditional write that loses raises
+    :class:`~xr_methyl.errors.StoreConflictError` and writes nothing.
+    Implementations pickle as their location (and options), so a dask worker
+    can reopen them.
+    """
+
+    is_local: bool
+
+    @property
+    def uri(self) -> str: ...
+    def exists(self, key: str = "") -> bool: ...
+    def kind(self) -> Literal["missing", "file", "dir"]: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def read_json(self, key: str) -> Any: ...
+    def read_tagged(self, key: str) -> tuple[bytes, str]: ...
+    def write_atomic(self, key: str, data: bytes, *, if_match: str | None = None,
+                     if_absent: bool = False) -> str: ...
+    def write_json(self, key: str, value: Any, *, if_match: str | None = None, if_absent: bool = False) -> str: ...
+    def zarr_store(self, key: str, *, read_only: bool): ...
+    def list_dir(self, key: str) -> list[str]: ...
+    def walk(self, key: str = "") -> Iterator[tuple[str, int]]: ...
+    def size(self, key: str = "") -> int: ...
+    def age(self, key: str) -> float | None: ...
+    def remove(self, key: str) -> None: ...
+    def remove_tree(self, key: str) -> None: ...
+    def check_writable(self) -> None: ...
+    def lock(self, key: str, *, timeout: float, lease: float = ...): ...
+    def creating(self, *, manifest_key: str, lock_key: str, timeout: float): ...
+    def reclaim_staging(self, *, dry_run: bool = False, manifest_key: str = ..., lock_key: str = ...,
+                        timeout: float = ...) -> list[tuple[str, int]]: ...
+
+
+def open_storage(location, storage_options: Mapping[str, Any] | None = None) -> Storage:
+    """The storage of a store location: ``s3://bucket/prefix`` or a local path.
+
+    ``storage_options`` configure S3 (endpoint, region, credentials; see
+    :class:`xr_methyl.s3storage.S3Storage`); a local path takes none.  A
+    storage object is returned as it is.
+    """
+    if hasattr(location, "read_tagged") and hasattr(location, "uri"):  # already a storage
+        if storage_options:
+            raise ValueError("storage_options were given with a storage object; configure the storage instead")
+        return location
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if not isinstance(location, str):
+        raise TypeError(f"a store location must be a path or an s3:// URI, got {type(location).__name__}")
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    if scheme in ("s3", "s3a"):
+        from xr_methyl.s3storage import S3Storage
+
+        return S3Storage(location, storage_options)
+    if scheme not in ("", "file"):
+        raise ValueError(f"store location {location!r}: only local paths, file:// and s3:// URIs are supported")
+    if storage_options:
+        raise ValueError(f"storage_options are for s3:// stores; {location!r} is a local path")
+    return LocalStorage(location.removeprefix("file://") if scheme == "file" else location)
+
+
 class LocalStorage:
     """A store's directory on local disk."""
+
+    is_local = True
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -62,15 +136,31 @@ class LocalStorage:
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def kind(self) -> Literal["missing", "file", "dir"]:
+        """What the store's location holds: nothing, a file, or a directory."""
+        if self.root.is_dir():
+            return "dir"
+        return "file" if self.root.exists() else "missing"
+
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
-    def write_atomic(self, key: str, data: bytes) -> None:
-        """Replace ``key`` as a whole: readers see the old bytes or the new, never a mix.
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The bytes of ``key`` and a tag of this version of it (for ``write_atomic(if_match=)``)."""
+        with open(self.path(key), "rb") as f:
+            tag = _file_tag(os.fstat(f.fileno()))
+            return f.read(), tag
+
+    def write_atomic(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        """Replace ``key`` as a whole: readers see the old bytes or the new, never a mix; return the new tag.
 
         Write to a temporary file beside it, flush it to disk, rename it over
         the old one, then flush the directory so the rename itself survives a
-        power cut.
+        power cut.  ``if_absent`` creates ``key`` only if it does not exist (a
+        hard link, atomic); ``if_match`` replaces it only if its tag is still
+        the one given (checked just before the rename: on local disk this is a
+        check, not an atomic compare-and-swap, so writers also hold the write
+        lock).  Either raises :class:`StoreConflictError` and writes nothing.
         """
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -81,14 +171,33 @@ class LocalStorage:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, target)
+            if if_absent:
+                try:
+                    os.link(tmp, target)  # fails if the target exists
+                except FileExistsError:
+                    raise StoreConflictError(f"{target} exists already; it was not replaced") from None
+                except OSError:  # a filesystem without hard links: check, then rename (writers hold the lock)
+                    if target.exists():
+                        raise StoreConflictError(f"{target} exists already; it was not replaced") from None
+                    os.replace(tmp, target)
+                Path(tmp).unlink(missing_ok=True)
+            else:
+                if if_match is not None:
+                    try:
+                        current = _file_tag(target.stat())
+                    except FileNotFoundError:
+                        current = None
+                    if current != if_match:
+                        raise StoreConflictError(f"{target} changed since it was read; it was not replaced")
+                os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+        return _file_tag(target.stat())
 
-    def write_json(self, key: str, value: Any) -> None:
-        self.write_atomic(key, json.dumps(value, indent=1, ensure_ascii=False).encode())
+    def write_json(self, key: str, value: Any, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        return self.write_atomic(key, json_bytes(value), if_match=if_match, if_absent=if_absent)
 
     def zarr_store(self, key: str, *, read_only: bool):
         from zarr.storage import LocalStore
@@ -109,7 +218,35 @@ class LocalStorage:
             return path.stat().st_size
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
+    def age(self, key: str) -> float | None:
+        """Seconds since ``key`` was last written (None if it does not exist)."""
+        try:
+            return time.time() - self.path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     # -- creating a store in one step --------------------------------------------------
+    @contextmanager
+    def creating(self, *, manifest_key: str, lock_key: str, timeout: float
+                 ) -> Iterator[tuple[LocalStorage, Callable[[str, bytes], None]]]:
+        """Build a new store out of sight, then make it appear at once.
+
+        Yields ``(staged, publish)``: write every object of the new store to
+        ``staged`` (a hidden sibling directory), then call
+        ``publish(manifest_key, manifest_bytes)``, which writes the manifest
+        and renames the directory into place (``StoreExistsError`` if
+        something appeared here meanwhile).  Whatever happens, nothing
+        half-built is left at this location.
+        """
+        staged = self.staging()
+        try:
+            def publish(key: str, data: bytes) -> None:
+                staged.write_atomic(key, data)
+                if not self.publish(staged):
+                    raise StoreExistsError(f"{self.uri} appeared while the store was being created; nothing was changed")
+            yield staged, publish
+        finally:
+            staged.remove_tree("")
     def staging(self) -> LocalStorage:
         """A fresh sibling directory to build a new store in before :meth:`publish`."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +308,7 @@ class LocalStorage:
             except FileNotFoundError:  # removed while we walked
                 continue
 
-    def reclaim_staging(self, *, dry_run: bool = False) -> list[tuple[str, int]]:
+    def reclaim_staging(self, *, dry_run: bool = False, **_: Any) -> list[tuple[str, int]]:
         """Remove staging directories of interrupted creates of this store whose creator is gone.
 
         Returns (path, bytes) of each; with ``dry_run`` only reports them.
@@ -219,6 +356,11 @@ def owner_alive(owner: dict | None, path: Path, *, lease: float = LEASE_SECONDS)
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False
+    return owner_alive_at(owner, age, lease=lease)
+
+
+def owner_alive_at(owner: dict | None, age: float, *, lease: float = LEASE_SECONDS) -> bool:
+    """:func:`owner_alive` for a record last refreshed ``age`` seconds ago."""
     if not isinstance(owner, dict) or "host" not in owner or "pid" not in owner:
         return age < UNREADABLE_GRACE_SECONDS
     if owner.get("host") != socket.gethostname():
@@ -247,8 +389,15 @@ def write_owner(directory: Path) -> None:
 
 def _read_owner(path: Path) -> dict | None:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return _read_owner_bytes(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _read_owner_bytes(data: bytes) -> dict | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -279,7 +428,97 @@ def _pid_state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-class WriteLock:
+class LeaseLock:
+    """What every write lock shares: waiting for it, taking over a dead holder's, the heartbeat, the loss check.
+
+    Subclasses say how to take the lock (:meth:`_try_take`), look at the
+    current holder (:meth:`_look`), remove a dead holder's lock and only that
+    one (:meth:`_break`), refresh the lease (:meth:`_refresh`), release it
+    (:meth:`_release`) and tell whether it is still ours (:meth:`held`).
+    """
+
+    where: str
+
+    def __init__(self, where: str, *, timeout: float, lease: float = LEASE_SECONDS) -> None:
+        self.where = where
+        self.timeout = timeout
+        self.lease = lease
+        self.token = uuid.uuid4().hex
+        self.broken: list[dict | None] = []  # holders whose dead locks we took over
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def __enter__(self) -> Any:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            if self._try_take():
+                self._stop.clear()
+                self._beat = threading.Thread(target=self._heartbeat, name="xr_methyl-lock-heartbeat", daemon=True)
+                self._beat.start()
+                return self
+            look = self._look()
+            if look is None:
+                continue  # released meanwhile: try again at once
+            alive, holder, seen = look
+            if not alive:
+                self._break(seen, holder)
+                continue
+            if time.monotonic() >= deadline:
+                raise StoreLockedError(
+                    f"the store is locked by another writer ({self.where} held by {_describe(holder)}); "
+                    f"waited {self.timeout:g} s. Retry later; a lock whose writer died is taken over "
+                    "automatically (same host: at once; other hosts: after its lease runs out)."
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        self._release()
+
+    def check(self) -> None:
+        """Raise :class:`StoreLockedError` if this lock was lost (taken over as dead)."""
+        if not self.held():
+            raise StoreLockedError(
+                f"lost the write lock {self.where} (another writer took it over, judging this one dead); "
+                "nothing was committed by this writer"
+            )
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            if not self._refresh():
+                return
+
+    def _took_over(self, holder: dict | None) -> None:
+        log.warning("took over the write lock %s from a dead writer (%s)", self.where, _describe(holder))
+        self.broken.append(holder)
+
+    # -- what each kind of lock does -------------------------------------------------------------
+    def held(self) -> bool:
+        raise NotImplementedError
+
+    def _try_take(self) -> bool:
+        raise NotImplementedError
+
+    def _look(self) -> tuple[bool, dict | None, Any] | None:
+        """(holder alive?, its record, what identifies this lock version), or None if there is no lock."""
+        raise NotImplementedError
+
+    def _break(self, seen: Any, holder: dict | None) -> None:
+        raise NotImplementedError
+
+    def _refresh(self) -> bool:
+        """Refresh the lease; False stops the heartbeat (the lock is lost)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+
+class WriteLock(LeaseLock):
     """An exclusive lease on a store, held in one lock file.
 
     Taking it creates the lock file atomically *with* its content (a filled
@@ -297,62 +536,32 @@ class WriteLock:
     """
 
     def __init__(self, path: Path, *, timeout: float, lease: float = LEASE_SECONDS) -> None:
+        super().__init__(str(path), timeout=timeout, lease=lease)
         self.path = Path(path)
-        self.timeout = timeout
-        self.lease = lease
-        self.token = uuid.uuid4().hex
-        self.broken: list[dict | None] = []  # holders whose dead locks we took over
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
 
     @property
     def record(self) -> dict[str, Any]:
         return {**process_identity(), "token": self.token, "lease_seconds": self.lease,
                 "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
-    def __enter__(self) -> WriteLock:
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            if self._try_create():
-                self._start_heartbeat()
-                return self
-            seen = self._stat()
-            holder = _read_owner(self.path)
-            if seen is not None and not owner_alive(holder, self.path, lease=self.lease):
-                self._break(seen, holder)
-                continue
-            if time.monotonic() >= deadline:
-                raise StoreLockedError(
-                    f"the store is locked by another writer ({self.path} held by {_describe(holder)}); "
-                    f"waited {self.timeout:g} s. Retry later; a lock whose writer died is taken over "
-                    "automatically (same host: at once; other hosts: after its lease runs out)."
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
-        if self.held():
-            self.path.unlink(missing_ok=True)
-
     def held(self) -> bool:
         """Whether the lock file still names this lock."""
         holder = _read_owner(self.path)
         return bool(holder) and holder.get("token") == self.token
 
-    def check(self) -> None:
-        """Raise :class:`StoreLockedError` if this lock was lost (taken over as dead)."""
-        if not self.held():
-            raise StoreLockedError(
-                f"lost the write lock {self.path} (another writer took it over, judging this one dead); "
-                "nothing was committed by this writer"
-            )
-
     # -- internals ------------------------------------------------------------------------
-    def _try_create(self) -> bool:
+    def _look(self) -> tuple[bool, dict | None, Any] | None:
+        seen = self._stat()
+        if seen is None:
+            return None
+        holder = _read_owner(self.path)
+        return owner_alive(holder, self.path, lease=self.lease), holder, seen
+
+    def _release(self) -> None:
+        if self.held():
+            self.path.unlink(missing_ok=True)
+
+    def _try_take(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps(self.record).encode()
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -409,24 +618,28 @@ class WriteLock:
                 except FileExistsError:
                     pass  # its holder will find out at check() and not commit
             else:
-                log.warning("took over the write lock %s from a dead writer (%s)", self.path, _describe(holder))
-                self.broken.append(holder)
+                self._took_over(holder)
         finally:
             moved.unlink(missing_ok=True)
 
-    def _start_heartbeat(self) -> None:
-        self._stop.clear()
-        self._beat = threading.Thread(target=self._heartbeat, name="xr_methyl-lock-heartbeat", daemon=True)
-        self._beat.start()
+    def _refresh(self) -> bool:
+        if not self.held():
+            return False
+        try:
+            os.utime(self.path)
+        except OSError:
+            return False
+        return True
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.lease / 4):
-            if not self.held():
-                return
-            try:
-                os.utime(self.path)
-            except OSError:
-                return
+
+def json_bytes(value: Any) -> bytes:
+    """How every JSON object of a store is written."""
+    return json.dumps(value, indent=1, ensure_ascii=False).encode()
+
+
+def _file_tag(st: os.stat_result) -> str:
+    # A replace makes a new inode; size and nanosecond mtime guard against a reused inode number.
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
 
 
 def _describe(holder: dict | None) -> str:

@@ -1,6 +1,6 @@
 """The methylzarr store: two Zarr v3 arrays plus sidecars, with one commit point.
 
-Layout of a store directory (format 2)::
+Layout of a store directory, or of the objects under an ``s3://`` prefix (format 2)::
 
     beta.zarr/             (rows, n_cpgs) float32, NaN = missing, sharded
     coverage.zarr/         (rows, n_cpgs) unsigned int, 0 = no coverage, same grid
@@ -24,6 +24,11 @@ only ever writes whole new shards and never reads or rewrites an existing one
 2. write ``ingested_batches.json`` and ``samples.json`` with the new entries;
 3. replace ``sample_ids.json`` in one atomic write: this is the commit.
 
+Steps 2 and 3 replace each object only if it is still the version read under
+the write lock (on S3 a ``PUT If-Match`` on its ETag, a real compare-and-swap),
+so a writer that lost its lock can neither commit nor overwrite a successor's
+sidecars.  Where a store's bytes live is :mod:`xr_methyl.storage`'s business.
+
 Everything a reader trusts is filtered through ``sample_ids.json``: rows past
 its end, and sidecar entries for samples it does not list, are uncommitted and
 invisible.  A crash before step 3 leaves the previous commit intact; the next
@@ -33,31 +38,31 @@ append deletes the orphaned shards and writes the rows again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis
+from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis, file_hashes, open_remote
 from xr_methyl.errors import (
     CorruptStoreError,
     DataError,
     MethylError,
+    StoreConflictError,
     StoreError,
     StoreExistsError,
-    StoreLockedError,
     StoreNotFoundError,
     StoreWriteError,
 )
 from xr_methyl.redact import redact
-from xr_methyl.storage import OWNER_FILE, LocalStorage
+from xr_methyl.storage import OWNER_FILE, Storage, json_bytes, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,8 @@ BLOCKS = "blocks"
 
 #: Temporary files written without the write lock are left alone for this long.
 STALE_TEMP_SECONDS = 60.0
+#: How long a create waits for the write lock of an S3 prefix (another create running there).
+CREATE_LOCK_TIMEOUT = 60.0
 
 COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
 
@@ -160,6 +167,9 @@ class Commit:
     rows: list[str | None]  # one entry per committed row, None for padding
     batches: dict[str, list[str]]  # committed samples of each batch
     samples: dict[str, dict[str, Any]]  # metadata of each committed sample
+    #: Version tags (S3 ETags) of the control objects as read, None for an absent one: the
+    #: conditions of the next writes, so that a writer never overwrites what another wrote since.
+    tags: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -180,7 +190,7 @@ class MethylStore:
     Use :meth:`create` or :meth:`open`; the constructor is internal.
     """
 
-    def __init__(self, storage: LocalStorage, manifest: dict[str, Any], axis: CpgAxis) -> None:
+    def __init__(self, storage: Storage, manifest: dict[str, Any], axis: CpgAxis) -> None:
         self.storage = storage
         self.manifest = manifest
         self.cpg_axis = axis
@@ -205,13 +215,16 @@ class MethylStore:
         warehouse=None,
         layout: Layout | None = None,
         coverage_dtype: str = "uint16",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> MethylStore:
         """Create an empty store whose CpG axis is fixed from now on.
 
         Parameters
         ----------
         path
-            Directory to create; refused if anything exists there.
+            Directory to create, or an ``s3://bucket/prefix``; refused if a
+            store or anything else is there (on S3, what an interrupted create
+            left is cleared first).
         cpg_ids
             The CpG axis: a sequence of ids, or a table with ``cpg_id``, ``chrom``
             and ``pos``.  ``None`` takes the warehouse's ``cpgs`` table in genome order.
@@ -222,10 +235,13 @@ class MethylStore:
             Chunk and shard shapes (see :class:`Layout`).
         coverage_dtype
             One of ``uint8``, ``uint16`` (default) or ``uint32``.
+        storage_options
+            For ``s3://`` stores: endpoint, region, credentials (see
+            :class:`xr_methyl.s3storage.S3Storage`); never written to the store.
         """
         from xr_methyl.warehouse import open_warehouse
 
-        storage = LocalStorage(path)
+        storage = open_storage(path, storage_options)
         _refuse_existing(storage)
         if coverage_dtype not in COVERAGE_DTYPES:
             raise ValueError(f"coverage_dtype={coverage_dtype!r}: expected one of {', '.join(COVERAGE_DTYPES)}")
@@ -233,11 +249,13 @@ class MethylStore:
         axis = _axis_from(cpg_ids, wh)
         layout = (layout or Layout()).for_axis(len(axis))
         compressors = _compressors(coverage_dtype)
+        axis_files = axis.axis_files()
         manifest = {
             "format": "methylzarr",
             "format_version": FORMAT_VERSION,
             "n_cpgs": len(axis),
             "cpg_ids_sha256": axis.sha256,
+            "axis_files": file_hashes(axis_files),  # sha256 of each file: the key of remote stores' axis cache
             "has_loci": axis.has_loci,
             "layout": layout.to_json(),
             "coverage_dtype": coverage_dtype,
@@ -247,43 +265,40 @@ class MethylStore:
             "warehouse": redact(wh.describe()) if wh is not None else None,
         }
 
-        # Build the whole store in a hidden sibling, then rename it into place:
-        # a crash or an error part-way leaves nothing at `path`.
-        staged = storage.staging()
-        try:
-            staged.write_atomic(CPG_IDS, axis.ids_bytes())
-            for name, data in axis.index_files().items():
-                staged.write_atomic(f"{INDEX_DIR}/{name}", data)
+        # Locally: build the whole store in a hidden sibling, then rename it into place.  On S3:
+        # build it in place under the write lock, its manifest written last with If-None-Match.
+        # Either way a crash or an error part-way leaves nothing that opens at `path`.
+        with storage.creating(manifest_key=MANIFEST, lock_key=LOCK, timeout=CREATE_LOCK_TIMEOUT) as (staged, publish):
+            for key, data in axis_files.items():
+                staged.write_atomic(key, data)
             for name, dtype, fill in ((BETA, "float32", np.nan), (COVERAGE, coverage_dtype, 0)):
                 _create_array(staged, name, len(axis), layout, dtype, fill, compressors[name.removesuffix(".zarr")])
             staged.write_json(BATCHES, {})
             staged.write_json(SAMPLES, {})
             staged.write_json(SAMPLE_IDS, [])
-            staged.write_json(MANIFEST, manifest)
-            if not storage.publish(staged):
-                raise StoreExistsError(f"{storage.uri} appeared while the store was being created; nothing was changed")
-        finally:
-            staged.remove_tree("")
+            publish(MANIFEST, json_bytes(manifest))  # the create's commit
         log.info("created store %s with %d CpGs", storage.uri, len(axis))
-        store = cls(storage, manifest, CpgAxis.open(storage.path("")))
+        store = cls(storage, manifest, _open_axis(storage, manifest, data=axis_files))
         store._axis_verified = True
         return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> MethylStore:
-        """Open an existing store, checking that its CpG axis matches the manifest.
+    def open(cls, path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> MethylStore:
+        """Open an existing store (a directory or an ``s3://bucket/prefix``), checking its CpG axis.
 
-        The axis is memory-mapped and checked by length here, in constant time;
-        its sha256 is checked in full before the first write (:meth:`verify_axis`).
+        The axis is memory-mapped (for S3 stores, from a local cache filled
+        on first use) and checked by length here, in constant time; its
+        sha256 is checked in full before the first write (:meth:`verify_axis`).
+        ``storage_options`` configure S3 (see :meth:`create`).
         """
-        storage = LocalStorage(path)
-        if not storage.exists():
-            raise StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
-        if not storage.path("").is_dir():
-            raise StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store (a directory)")
-        if not storage.exists(MANIFEST):
-            raise StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store")
-        manifest = _read_json(storage, MANIFEST, dict)
+        storage = open_storage(path, storage_options)
+        try:
+            raw = storage.read_bytes(MANIFEST)
+        except StoreNotFoundError:  # no such bucket
+            raise
+        except (FileNotFoundError, NotADirectoryError):
+            raise _not_a_store(storage) from None
+        manifest = _parse_json(storage, MANIFEST, raw, dict)
         version = manifest.get("format_version")
         if manifest.get("format") != "methylzarr" or version not in READABLE_VERSIONS:
             raise CorruptStoreError(
@@ -295,7 +310,7 @@ class MethylStore:
                 storage.read_bytes(CPG_IDS), storage.read_bytes(CPG_LOCI) if manifest.get("has_loci") else None
             )
         else:
-            axis = CpgAxis.open(storage.path(""))
+            axis = _open_axis(storage, manifest)
         if len(axis) != manifest["n_cpgs"] or axis.has_loci != bool(manifest.get("has_loci")):
             raise CorruptStoreError(
                 f"{storage.uri}/{CPG_IDS} does not match the manifest ({len(axis)} vs {manifest['n_cpgs']} CpGs); "
@@ -335,14 +350,19 @@ class MethylStore:
     def batches(self) -> dict[str, list[str]]:
         return self.commit.batches
 
-    def refresh(self) -> Commit:
-        """Re-read the commit point (another process may have appended)."""
-        self.commit = self._read_commit()
+    def refresh(self, *, for_write: bool = False) -> Commit:
+        """Re-read the commit point (another process may have appended).
+
+        ``for_write`` (under the write lock) also notes the version of
+        ``provenance.json``, which the next commit writes conditionally.
+        """
+        self.commit = self._read_commit(for_write=for_write)
         return self.commit
 
-    def _read_commit(self) -> Commit:
+    def _read_commit(self, *, for_write: bool = False) -> Commit:
         # sample_ids.json first: the sidecars read after it can only be ahead of it.
-        rows = _read_json(self.storage, SAMPLE_IDS, list)
+        tags: dict[str, str | None] = {}
+        rows = _read_json(self.storage, SAMPLE_IDS, list, tags=tags)
         if not all(r is None or isinstance(r, str) for r in rows):
             raise CorruptStoreError(f"{self.storage.uri}/{SAMPLE_IDS} must be a list of sample ids or null")
         if len(rows) % self.layout.sample_block:
@@ -353,15 +373,20 @@ class MethylStore:
         committed = {r for r in rows if r is not None}
         if len(committed) != sum(r is not None for r in rows):
             raise CorruptStoreError(f"{self.storage.uri}/{SAMPLE_IDS} lists a sample twice")
-        batches_doc = _read_json(self.storage, BATCHES, dict)
-        samples_doc = _read_json(self.storage, SAMPLES, dict)
+        batches_doc = _read_json(self.storage, BATCHES, dict, tags=tags)
+        samples_doc = _read_json(self.storage, SAMPLES, dict, tags=tags)
+        if for_write:
+            try:
+                tags[PROVENANCE] = self.storage.read_tagged(PROVENANCE)[1]
+            except FileNotFoundError:
+                tags[PROVENANCE] = None
         batches = {}
         for batch, members in batches_doc.items():
             kept = [s for s in members if s in committed]
             if kept:
                 batches[batch] = kept
         samples = {s: samples_doc.get(s, {}) for s in rows if s is not None}
-        return Commit(rows=rows, batches=batches, samples=samples)
+        return Commit(rows=rows, batches=batches, samples=samples, tags=tags)
 
     # -- arrays ---------------------------------------------------------------------------
     def array(self, name: str, *, writable: bool = False):
@@ -370,7 +395,9 @@ class MethylStore:
 
         key = {"beta": BETA, "coverage": COVERAGE}[name]
         try:
-            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r")
+            # zarr_format=3: no look-ups of Zarr v2 metadata (one request each on S3)
+            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r",
+                                  zarr_format=3)
         except Exception as err:  # zarr raises several types for a missing or broken zarr.json
             raise CorruptStoreError(f"cannot open {self.storage.uri}/{key}: {err}") from err
         if arr.ndim != 2 or arr.shape[1] != self.n_cpgs or arr.shape[0] < self.commit.n_rows:
@@ -420,8 +447,8 @@ class MethylStore:
             keep = [sample_ids.index(s) for s in rows.sample_ids]
             if len(keep) < len(sample_ids):
                 beta, coverage = beta[keep], coverage[keep]
-            self._write_rows(rows.start, beta, coverage)
-            pending.commit(rows, provenance=provenance)
+            written = self._write_rows(rows.start, beta, coverage)
+            pending.commit(rows, provenance=provenance, shards=written)
         return list(rows.sample_ids)
 
     @contextmanager
@@ -446,7 +473,7 @@ class MethylStore:
         before = len(self.commit.sample_ids)
         try:
             with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
-                commit = self.refresh()
+                commit = self.refresh(for_write=True)
                 before = len(commit.sample_ids)
                 taken = set(commit.row_of)
                 start = commit.n_rows
@@ -458,7 +485,7 @@ class MethylStore:
                                  len(members) - len(kept))
                     taken.update(kept)
                     n_rows = _round_up(len(kept), self.layout.sample_block)
-                    ranges.append(RowRange(self.storage.uri, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
+                    ranges.append(RowRange(self.storage, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
                                            self.layout.sample_block, self.layout.cpg_shard))
                     start += n_rows
                 self._reclaim(commit)
@@ -485,6 +512,7 @@ class MethylStore:
         metadata: Mapping[str, Mapping[str, Any]],
         provenance: Mapping[str, Any] | None,
         lock,
+        shards: Mapping[str, dict | None] | None = None,
     ) -> None:
         """Commit one reserved, written range: block records and write-ahead sidecars, then sample_ids.json."""
         commit = self.commit
@@ -492,31 +520,43 @@ class MethylStore:
             raise StoreError(f"batch {rows.batch_id!r} starts at row {rows.start}, but {commit.n_rows} rows are "
                              "committed: commit reserved batches in order")
         sample_ids = list(rows.sample_ids)
-        self._record_blocks(rows.start, rows.n_rows)
+        self._record_blocks(rows.start, rows.n_rows, shards)
         # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
-        # Built from the commit, so entries of earlier interrupted appends are dropped.
+        # Built from the commit, so entries of earlier interrupted appends are dropped.  Each is
+        # written only if unchanged since the commit was read under the lock (S3: If-Match), so a
+        # writer whose lock was taken over cannot overwrite what its successor wrote.
         log.debug("batch %s: writing sidecars", rows.batch_id)
-        batches = {**commit.batches, rows.batch_id: [*commit.batches.get(rows.batch_id, []), *sample_ids]}
-        self.storage.write_json(BATCHES, batches)
-        samples = dict(commit.samples)
-        for s in sample_ids:
-            samples[s] = {"batch_id": rows.batch_id, **dict(metadata.get(s, {}))}
-        self.storage.write_json(SAMPLES, samples)
-        if provenance is not None:
-            entries = self._committed_provenance(commit)
-            entries.setdefault(rows.batch_id, []).append({"samples": sample_ids, **dict(provenance)})
-            self.storage.write_json(PROVENANCE, entries)
-        # Fencing: commit only while we still hold the lock and the commit is the one we built on.
-        lock.check()
-        if _read_json(self.storage, SAMPLE_IDS, list) != commit.rows:
-            raise StoreLockedError(
-                f"{self.storage.uri}/{SAMPLE_IDS} changed under the write lock; batch {rows.batch_id!r} "
-                "was not committed (re-run to ingest it)"
-            )
-        padding = [None] * (rows.n_rows - len(sample_ids))
-        self.storage.write_json(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding])  # the commit
-        self.refresh()
+        try:
+            batches = {**commit.batches, rows.batch_id: [*commit.batches.get(rows.batch_id, []), *sample_ids]}
+            self._write_control(BATCHES, batches, commit)
+            samples = dict(commit.samples)
+            for s in sample_ids:
+                samples[s] = {"batch_id": rows.batch_id, **dict(metadata.get(s, {}))}
+            self._write_control(SAMPLES, samples, commit)
+            if provenance is not None:
+                entries = self._committed_provenance(commit)
+                entries.setdefault(rows.batch_id, []).append({"samples": sample_ids, **dict(provenance)})
+                self._write_control(PROVENANCE, entries, commit)
+            # Fencing: commit only while we still hold the lock and the commit is the one we built
+            # on; the commit itself replaces sample_ids.json only if it is unchanged (S3: If-Match).
+            lock.check()
+            padding = [None] * (rows.n_rows - len(sample_ids))
+            self._write_control(SAMPLE_IDS, [*commit.rows, *sample_ids, *padding], commit)  # the commit
+        except StoreConflictError as err:
+            raise StoreConflictError(
+                f"{err} The store changed under the write lock (another writer took it over); batch "
+                f"{rows.batch_id!r} was not committed and the store keeps the other writer's commit "
+                "(re-run to ingest it)"
+            ) from err
+        self.refresh(for_write=True)
         log.info("committed batch %s: %d sample(s)", rows.batch_id, len(sample_ids))
+
+    def _write_control(self, key: str, value: Any, commit: Commit) -> None:
+        """Replace a control object only if it is as ``commit`` read it (absent if it was absent)."""
+        if key not in commit.tags:
+            raise StoreError(f"internal: {key} was written without having been read under the write lock")
+        tag = commit.tags[key]
+        self.storage.write_json(key, value, if_match=tag, if_absent=tag is None)
 
     def _check_block(self, batch_id: str, sample_ids: list[str], beta: np.ndarray, coverage: np.ndarray) -> None:
         if not isinstance(batch_id, str) or not batch_id:
@@ -539,9 +579,9 @@ class MethylStore:
                 "betas are methylated fractions"
             )
 
-    def _write_rows(self, start: int, beta: np.ndarray, coverage: np.ndarray) -> None:
-        """Write whole new shards at rows ``start:`` (reserved past the committed rows)."""
-        _write_region(self.storage, start, 0, beta, coverage, self.layout.sample_block)
+    def _write_rows(self, start: int, beta: np.ndarray, coverage: np.ndarray) -> dict[str, dict | None]:
+        """Write whole new shards at rows ``start:`` (reserved past the committed rows); return what was written."""
+        return _write_region(self.storage, start, 0, beta, coverage, self.layout.sample_block)
 
     # -- provenance -----------------------------------------------------------------------
     def _committed_provenance(self, commit: Commit) -> dict[str, list[dict[str, Any]]]:
@@ -574,12 +614,14 @@ class MethylStore:
             "dollars": sum(float(q.get("dollars") or 0.0) for q in queries.values()),
         }
 
-    def _record_blocks(self, start: int, n_rows: int) -> None:
+    def _record_blocks(self, start: int, n_rows: int, shards: Mapping[str, dict | None] | None = None) -> None:
         """Write ``blocks/<i>.json`` for each new block: the shard objects it holds, with sizes and sha256.
 
         Written ahead of the commit, like the other sidecars; :meth:`verify`
         uses them to tell a missing or damaged shard from one never written
-        (zarr writes no object for a shard that is all fill value).
+        (zarr writes no object for a shard that is all fill value).  ``shards``
+        are the records the writes returned (see :func:`_write_region`); without
+        them the new shards are read back (on S3 that would download them all).
         """
         block = self.layout.sample_block
         arrays = {name: self.array(name) for name in ("beta", "coverage")}
@@ -588,6 +630,10 @@ class MethylStore:
             for name, arr in arrays.items():
                 record[name] = {}
                 for key in self.shard_keys(name, b, arr):
+                    if shards is not None:
+                        if shards.get(key):
+                            record[name][key] = dict(shards[key])
+                        continue  # not written (or deleted): all fill value
                     try:
                         data = self.storage.read_bytes(key)
                     except FileNotFoundError:
@@ -642,14 +688,13 @@ class MethylStore:
             index = entry.removesuffix(".json")
             if not index.isdigit() or int(index) >= n_blocks:
                 drop(f"{BLOCKS}/{entry}")
-        now = time.time()
         for entry in self.storage.list_dir(""):
             # Sidecar temporaries are written under the lock we hold: stale.  Lock
             # temporaries and writability probes are written without it: only old ones.
             unlocked = entry.startswith((f".{LOCK}.", ".probe-"))
             stale_temp = entry.startswith(".") and entry.endswith(".tmp")
             if (stale_temp or entry.startswith(f".{LOCK}.broken-") or entry == OWNER_FILE) and (
-                not unlocked or now - self.storage.path(entry).stat().st_mtime > STALE_TEMP_SECONDS
+                not unlocked or (self.storage.age(entry) or 0.0) > STALE_TEMP_SECONDS
             ):
                 drop(entry)
         if deep:
@@ -660,7 +705,7 @@ class MethylStore:
                 if _read_json(self.storage, key, dict) != clean:
                     removed.append((f"{key}#uncommitted entries", 0))
                     if not dry_run:
-                        self.storage.write_json(key, clean)
+                        self._write_control(key, clean, commit)
         return removed
 
     # -- housekeeping ---------------------------------------------------------------------
@@ -687,9 +732,9 @@ class MethylStore:
             Seconds to wait for a running writer to finish.
         """
         with self.storage.lock(LOCK, timeout=lock_timeout) as lock:
-            commit = self.refresh()
+            commit = self.refresh(for_write=True)
             removed = self._reclaim(commit, deep=True, dry_run=dry_run)
-        removed.extend(self.storage.reclaim_staging(dry_run=dry_run))
+        removed.extend(self.storage.reclaim_staging(dry_run=dry_run, manifest_key=MANIFEST, lock_key=LOCK))
         if warehouse is not None:
             from xr_methyl.warehouse import open_warehouse
 
@@ -698,6 +743,21 @@ class MethylStore:
                 removed.extend(wh.reclaim_exports(dry_run=dry_run))
         report = GcReport(removed=removed, broken_locks=lock.broken, dry_run=dry_run)
         log.info("gc %s: %s", self.storage.uri, report.summary())
+        return report
+
+    @classmethod
+    def reclaim_create(cls, location, *, storage_options: Mapping[str, Any] | None = None, dry_run: bool = False,
+                       lock_timeout: float = 60.0) -> GcReport:
+        """Remove what an interrupted create of ``location`` left, when no store opens there.
+
+        Locally: hidden staging siblings whose creator is gone.  On S3: the
+        objects under the prefix (it has the create marker and no manifest),
+        taken under the write lock so that a running create is left alone.
+        """
+        storage = open_storage(location, storage_options)
+        removed = storage.reclaim_staging(dry_run=dry_run, manifest_key=MANIFEST, lock_key=LOCK, timeout=lock_timeout)
+        report = GcReport(removed=removed, broken_locks=[], dry_run=dry_run)
+        log.info("gc %s: %s", storage.uri, report.summary())
         return report
 
     def verify(self, *, warehouse=None, cells: int = 0, seed: int | None = None):
@@ -735,7 +795,7 @@ class RowRange:
     holds the lock and commits ranges in order.
     """
 
-    root: str
+    storage: Storage  # pickles as its location (and S3 options): a worker reopens it
     batch_id: str
     sample_ids: tuple[str, ...]
     start: int
@@ -744,18 +804,20 @@ class RowRange:
     block: int
     cpg_shard: int
 
-    def write(self, row: int, col: int, beta: np.ndarray, coverage: np.ndarray) -> None:
+    def write(self, row: int, col: int, beta: np.ndarray, coverage: np.ndarray) -> dict[str, dict | None]:
         """Write ``beta`` and ``coverage`` at (``row``, ``col``) of this range: whole shards only.
 
         ``row`` is a multiple of the sample block and ``col`` of the CpG shard;
         the block ends on a shard boundary or at the range's (padded) end.
+        Returns the shard objects written (key -> bytes and sha256; None for
+        one removed as all fill value), for ``PendingAppend.commit(shards=)``.
         """
         n, width = beta.shape
         if row % self.block or col % self.cpg_shard or (col + width != self.n_cpgs and width % self.cpg_shard):
             raise ValueError(f"a write at ({row}, {col}) of shape {beta.shape} does not cover whole shards")
         if row + n > len(self.sample_ids) or (n % self.block and row + n != len(self.sample_ids)):
             raise ValueError(f"a write of rows {row}:{row + n} does not fit batch {self.batch_id!r}")
-        _write_region(LocalStorage(self.root), self.start + row, col, beta, coverage, self.block)
+        return _write_region(self.storage, self.start + row, col, beta, coverage, self.block)
 
 
 class PendingAppend:
@@ -767,23 +829,33 @@ class PendingAppend:
         self.metadata = metadata
         self.lock = lock
 
-    def commit(self, rows: RowRange, *, provenance: Mapping[str, Any] | None = None) -> None:
+    def commit(self, rows: RowRange, *, provenance: Mapping[str, Any] | None = None,
+               shards: Mapping[str, dict | None] | None = None) -> None:
         """Commit a written range; ranges must be committed in the order they were reserved.
 
         ``provenance`` (JSON-able: the warehouse queries behind the batch) is
-        kept with the batch in ``provenance.json``.
+        kept with the batch in ``provenance.json``.  ``shards`` are what the
+        range's writes returned (merged); without them the new shards are
+        read back to record their hashes.
         """
         if rows.sample_ids:
-            self.store._commit_rows(rows, self.metadata, provenance, self.lock)
+            self.store._commit_rows(rows, self.metadata, provenance, self.lock, shards)
 
 
-def _write_region(storage: LocalStorage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
-                  block: int) -> None:
-    """Write rows ``start:`` x columns ``col:`` of both arrays, one sample block per write, padding the last."""
+def _write_region(storage: Storage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
+                  block: int) -> dict[str, dict | None]:
+    """Write rows ``start:`` x columns ``col:`` of both arrays, one sample block per write, padding the last.
+
+    Returns each shard object written, by store key: its size and sha256 (None
+    when zarr removed it as all fill value), so that the commit records them
+    without reading them back.
+    """
     import zarr
 
+    written: dict[str, dict | None] = {}
     for key, data, fill in ((BETA, beta, np.nan), (COVERAGE, coverage, 0)):
-        arr = zarr.open_array(storage.zarr_store(key, read_only=False), mode="r+")
+        recording = _recording_store(storage.zarr_store(key, read_only=False), key, written)
+        arr = zarr.open_array(recording, mode="r+", zarr_format=3)
         width = data.shape[1]
         # One write per block of shard rows, so that every write covers whole
         # shards (zarr would otherwise read back and rewrite a shard).
@@ -792,6 +864,28 @@ def _write_region(storage: LocalStorage, start: int, col: int, beta: np.ndarray,
             if len(piece) < block:  # the batch's last block: pad with empty rows
                 piece = np.concatenate([piece, np.full((block - len(piece), width), fill, data.dtype)])
             arr[start + lo : start + lo + block, col : col + width] = piece
+    return written
+
+
+def _recording_store(store, prefix: str, written: dict[str, dict | None]):
+    """``store`` wrapped so that every chunk object written or deleted through it is noted in ``written``."""
+    from zarr.storage import WrapperStore
+
+    class Recording(WrapperStore):
+        def _with_store(self, inner):
+            return Recording(inner)
+
+        async def set(self, key, value) -> None:
+            await self._store.set(key, value)
+            if not key.endswith("zarr.json"):
+                data = value.to_bytes()
+                written[f"{prefix}/{key}"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+        async def delete(self, key) -> None:
+            await self._store.delete(key)
+            written[f"{prefix}/{key}"] = None
+
+    return Recording(store)
 
 
 def block_record_key(block: int) -> str:
@@ -820,20 +914,67 @@ def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
-def _refuse_existing(storage: LocalStorage) -> None:
-    if storage.exists():
-        kind = "a methylzarr store" if storage.exists(MANIFEST) else "something"
-        raise StoreExistsError(
-            f"{storage.uri} already holds {kind}; MethylStore.create never overwrites. "
-            "Open it with MethylStore.open, or choose a new path."
-        )
+def _refuse_existing(storage: Storage) -> None:
+    kind = storage.kind()  # on S3 this also refuses a bucket that does not exist
+    if kind == "missing":
+        return
+    # On S3 what an interrupted create left (its marker), or a lock alone, is cleared by the create.
+    if (kind == "dir" and not storage.is_local and not storage.exists(MANIFEST)
+            and (storage.exists(OWNER_FILE) or set(storage.list_dir("")) <= {LOCK})):
+        return
+    what = ("a methylzarr store" if kind == "dir" and storage.exists(MANIFEST)
+            else "a file" if kind == "file" else "something")
+    raise StoreExistsError(
+        f"{storage.uri} already holds {what}; MethylStore.create never overwrites. "
+        "Open it with MethylStore.open, or choose a new path."
+    )
 
 
-def _read_json(storage: LocalStorage, key: str, kind: type):
+def _not_a_store(storage: Storage) -> StoreNotFoundError:
+    """Why there is no manifest at ``storage``: nothing there, a file, or something else."""
+    kind = storage.kind()
+    if kind == "missing":
+        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
+    if kind == "file":
+        what = "a directory" if storage.is_local else "a prefix holding objects"
+        return StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store ({what})")
+    hint = ""
+    if storage.exists(OWNER_FILE):
+        hint = (" It holds what an interrupted create left: `xr-methyl gc STORE` (MethylStore.reclaim_create) "
+                "or a new MethylStore.create clears it.")
+    return StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store.{hint}")
+
+
+def _open_axis(storage: Storage, manifest: Mapping[str, Any], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
+    """The CpG axis of a format 2 store: memory-mapped in place, or through the local cache for S3."""
+    if storage.is_local:
+        return CpgAxis.open(storage.root)
+    files = manifest.get("axis_files")
+    if files:
+        return open_remote(storage, files, data=data)
+    # A store written before axis_files were recorded: no cache key to trust, so read it into memory.
+    keys = [CPG_IDS, *(f"{INDEX_DIR}/{name}" for name in storage.list_dir(INDEX_DIR))]
     try:
-        value = storage.read_json(key)
+        return CpgAxis.from_files({key: storage.read_bytes(key) for key in keys})
+    except FileNotFoundError as err:
+        raise CorruptStoreError(f"{storage.uri}: cannot read the store's CpG axis files: {err}") from err
+
+
+def _read_json(storage: Storage, key: str, kind: type, *, tags: dict[str, str | None] | None = None):
+    try:
+        raw, tag = storage.read_tagged(key)
+    except StoreNotFoundError:
+        raise
     except FileNotFoundError:
         raise CorruptStoreError(f"{storage.uri} is missing {key}; the store is incomplete") from None
+    if tags is not None:
+        tags[key] = tag
+    return _parse_json(storage, key, raw, kind)
+
+
+def _parse_json(storage: Storage, key: str, raw: bytes, kind: type):
+    try:
+        value = json.loads(raw)
     except ValueError as err:
         raise CorruptStoreError(f"{storage.uri}/{key} is not valid JSON ({err}); the file is corrupt") from err
     if not isinstance(value, kind):
@@ -881,7 +1022,7 @@ def _compressors(coverage_dtype: str) -> dict:
     }
 
 
-def _create_array(storage: LocalStorage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressor) -> None:
+def _create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressor) -> None:
     import zarr
 
     zarr.create_array(

@@ -51,7 +51,8 @@ class VerifyReport:
         return f"NOT healthy: {self.path}: {len(self.problems)} problem(s); first: {self.problems[0]}"
 
 
-def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = None) -> VerifyReport:
+def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = None,
+                 storage_options: dict | None = None) -> VerifyReport:
     """Check a store (a :class:`~xr_methyl.MethylStore` or a path) and report every problem.
 
     Parameters
@@ -66,6 +67,8 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
         (spread over at most :data:`MAX_CHECK_SAMPLES` random samples).
     seed
         Seed of the random choice of cells.
+    storage_options
+        For a store given by an ``s3://`` location: endpoint, region, credentials.
     """
     from xr_methyl.store import MethylStore
 
@@ -73,7 +76,7 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
     report = VerifyReport(path=path)
     try:
         if not isinstance(store, MethylStore):
-            store = MethylStore.open(store)
+            store = MethylStore.open(store, storage_options=storage_options)
         else:
             store.refresh()
     except (MethylError, OSError) as err:
@@ -94,6 +97,16 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
 
 
 def _check_axis(store, report: VerifyReport) -> None:
+    import hashlib
+
+    for key, digest in (store.manifest.get("axis_files") or {}).items():
+        try:
+            data = store.storage.read_bytes(key)
+        except FileNotFoundError:
+            report.problems.append(f"{key} (a file of the CpG axis) is missing")
+            continue
+        if hashlib.sha256(data).hexdigest() != digest:
+            report.problems.append(f"{key} differs from what the store was created with (sha256 mismatch)")
     axis = store.cpg_axis
     if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
         report.problems.append(f"cpg_loci.npz has {len(axis.pos)} positions for {len(axis)} CpGs")

@@ -114,6 +114,11 @@ class Moto:
         self.s3().create_bucket(Bucket=name)
         return name
 
+    @property
+    def options(self) -> dict[str, str]:
+        """storage_options of an S3 store on this server."""
+        return {"endpoint_url": self.endpoint}
+
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         out = []
         for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
