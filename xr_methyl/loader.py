@@ -86,7 +86,9 @@ class Loader:
     max_memory
         Bytes the wide blocks of one batch may take at once (default 1 GiB);
         larger batches are filled in units of whole shards.  The hash table of
-        the CpG axis (about 25 bytes per CpG) and Arrow's record batches come on top.
+        the CpG axis (about 25 bytes per CpG) and about two Arrow record batches
+        of a million long rows each (the Parquet files are read one row group
+        after another, whatever the batch size) come on top.
     """
 
     def __init__(
