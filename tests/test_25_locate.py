@@ -62,3 +62,52 @@ def test_duplicates_are_listed_for_error_messages():
     table = pa.table({"sample_id": ["a", "a", "a", "b"], "cpg_id": ["c1", "c1", "c2", "c1"],
                       "value": [0.1, 0.2, 0.3, 0.4]})
     assert locator.duplicates(rows_of(table)) == [("a", "c1", 2)]
+
+
+def test_parquet_files_are_read_file_by_file_with_the_same_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(4)
+    axis = [f"c{i}" for i in range(50)]
+    tables = []
+    for k in range(3):  # three files, several row groups each, the last file's columns in another order
+        n = 230
+        table = pa.table({"sample_id": rng.choice(["a", "b", "c"], n), "cpg_id": rng.choice(axis, n),
+                          "value": np.arange(n, dtype=np.float64) + 1000 * k})
+        if k == 2:
+            table = table.select(["value", "cpg_id", "sample_id"])
+        pq.write_table(table, tmp_path / f"part-{k}.parquet", row_group_size=40)
+        tables.append(table)
+    files = sorted(str(p) for p in tmp_path.glob("*.parquet"))
+    locator = Locator(CpgAxis.from_ids(axis))
+    got = {}
+    for located in locator.locate(pads.dataset(files, format="parquet"), ["a", "b", "c"], batch_rows=25):
+        got.update({int(v): (int(r), int(c)) for r, c, v in zip(located.rows, located.cols, located.values, strict=True)})
+    expected = {}
+    for table in tables:
+        for s, c, v in zip(table["sample_id"].to_pylist(), table["cpg_id"].to_pylist(), table["value"].to_pylist(),
+                           strict=True):
+            expected[int(v)] = ("abc".index(s), axis.index(c))
+    assert got == expected
+
+
+def test_read_ahead_keeps_order_passes_errors_on_and_stops_when_the_reader_does():
+    from xr_methyl.locate import _read_ahead
+
+    produced = []
+
+    def numbers(fail_at=None):
+        for i in range(10):
+            if i == fail_at:
+                raise OSError("disk gone")
+            produced.append(i)
+            yield i
+
+    assert list(_read_ahead(numbers())) == list(range(10))
+    with pytest.raises(OSError, match="disk gone"):
+        list(_read_ahead(numbers(fail_at=4)))
+    produced.clear()
+    reader = _read_ahead(numbers())
+    assert [next(reader), next(reader)] == [0, 1]
+    reader.close()
+    assert produced == [0, 1, 2]  # one batch ahead at most, none after closing

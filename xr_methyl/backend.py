@@ -16,6 +16,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from xr_methyl.cpg_index import CpgIndex, locus_coords
+from xr_methyl.rowread import read_rows
 
 STORE_ATTR = "methylzarr_store"
 
@@ -60,6 +61,12 @@ class StoreArray(BackendArray):
         return state
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        sample_key, cpg_key = key.tuple
+        if isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray) and sample_key.dtype.kind in "iu":
+            # A list of samples in any order, repeats included, is read straight into
+            # place (xarray would read it sorted and reorder a copy).
+            picked = StoreArray(self.array, self.rows[sample_key], self.chunk_rows)
+            return picked[indexing.OuterIndexer((slice(None), cpg_key))]
         # OUTER: a list of CpGs stays a list (xarray would otherwise read
         # everything between the first and the last).
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
@@ -82,28 +89,22 @@ class StoreArray(BackendArray):
         rows = self.rows[sample_key]
         if np.ndim(rows) == 0:
             return self.array.get_orthogonal_selection((int(rows), cpg_key))
-        width = len(range(*cpg_key.indices(self.shape[1]))) if isinstance(cpg_key, slice) else len(cpg_key)
-        out = np.empty((len(rows), width), dtype=self.dtype)
-        # zarr 3.1 reads a list of rows far slower than a slice (element by
-        # element inside a shard): read each run of adjacent inner-chunk rows
-        # as one slice and pick the wanted rows from it.
-        chunk_rows = np.unique(rows // self.chunk_rows)
-        runs = np.split(chunk_rows, np.flatnonzero(np.diff(chunk_rows) != 1) + 1)
-        for run in runs:
-            lo, hi = int(run[0]) * self.chunk_rows, (int(run[-1]) + 1) * self.chunk_rows
-            wanted = np.flatnonzero((rows >= lo) & (rows < hi))
-            first, last = int(rows[wanted].min()), int(rows[wanted].max()) + 1
-            if isinstance(cpg_key, slice):  # basic indexing: zarr's fastest path
-                piece = self.array[first:last, cpg_key]
-            else:
-                piece = self.array.get_orthogonal_selection((slice(first, last), cpg_key))
-            out[wanted] = piece[rows[wanted] - first]
-        return out
+        return read_rows(self.array, np.asarray(rows), cpg_key, chunk_rows=self.chunk_rows)
 
 
 def open_store_dataset(store, *, chunks=None, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
     """Open a :class:`MethylStore` (or path) through the backend, with xarray's chunking."""
     return xr.open_dataset(store, engine="methylzarr", chunks=chunks, drop_variables=drop_variables)
+
+
+def samples_dataset(store, positions: np.ndarray, chunks: dict) -> xr.Dataset:
+    """The committed samples at ``positions`` (any order, repeats allowed), dask-backed with ``chunks``.
+
+    Chunks follow the requested order: each task reads its samples' rows
+    straight into place (:func:`read_rows`), so no dask-level reordering copies
+    the values again.
+    """
+    return store_to_dataset(store).isel(sample=positions).chunk(chunks)
 
 
 def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> xr.Dataset:

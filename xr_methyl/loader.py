@@ -86,7 +86,9 @@ class Loader:
     max_memory
         Bytes the wide blocks of one batch may take at once (default 1 GiB);
         larger batches are filled in units of whole shards.  The hash table of
-        the CpG axis (about 25 bytes per CpG) and Arrow's record batches come on top.
+        the CpG axis (about 25 bytes per CpG) and about two Arrow record batches
+        of a million long rows each (the Parquet files are read one row group
+        after another, whatever the batch size) come on top.
     storage_options
         For a store given by an ``s3://`` location: endpoint, region, credentials.
     """
@@ -127,34 +129,25 @@ class Loader:
 
         Returns a lazy ``xarray.Dataset`` with dims (sample, cpg) whose data
         variables are dask arrays (``chunks``: a dict by dimension; by default
-        the requested samples of each store block, one CpG shard wide, so each
-        shard is read once).  Repeated ids are repeated in the result, as
-        ``.sel`` does.
+        :meth:`default_chunks`, in the requested order: each task reads its
+        samples' rows straight into place).  Repeated ids are repeated in the
+        result, as ``.sel`` does.
         """
-        from xr_methyl.backend import open_store_dataset
+        from xr_methyl.backend import samples_dataset
 
         ids = check_ids(sample_ids)
         self.ingest(ids, progress=progress)
-        ds = open_store_dataset(self.store)
-        if chunks:
-            return ds.sel(sample=ids).chunk(dict(chunks))
-        # Chunks follow the store: the requested samples in store order, one chunk per
-        # sample block they occupy (each block's shards are read once), then put in the
-        # requested order by a lazy take.
-        # xindexes, not indexes: the latter would turn every index, the CpG axis's too, into pandas.
-        rows = ds.xindexes["sample"].to_pandas_index().get_indexer(ids)
-        order = np.argsort(rows, kind="stable")
-        store_rows = np.asarray(self.store.commit.rows)
-        block_of = {s: i // self.store.layout.sample_block for i, s in enumerate(store_rows) if s is not None}
-        _, per_block = np.unique([block_of[ids[i]] for i in order], return_counts=True)
-        in_store_order = ds.isel(sample=rows[order])
-        chunked = in_store_order.chunk({"sample": tuple(int(n) for n in per_block), "cpg": self.default_chunks()["cpg"]})
-        return chunked.isel(sample=np.argsort(order))
+        committed = {s: i for i, s in enumerate(self.store.sample_ids)}
+        positions = np.array([committed[s] for s in ids], dtype=np.int64)
+        return samples_dataset(self.store, positions, dict(chunks) if chunks else self.default_chunks(len(ids)))
 
-    def default_chunks(self) -> dict[str, int]:
-        """About 64 MiB of float32 beta per chunk, one CpG shard wide."""
+    def default_chunks(self, n_samples: int | None = None) -> dict[str, int]:
+        """About 128 MiB of float32 beta per chunk, one CpG shard wide, split evenly over ``n_samples``."""
         width = self.store.layout.cpg_shard
-        return {"sample": max(1, (64 << 20) // (4 * width)), "cpg": width}
+        per_chunk = max(1, (128 << 20) // (4 * width))
+        if n_samples:
+            per_chunk = -(-n_samples // -(-n_samples // per_chunk))  # the same number of chunks, evened out
+        return {"sample": per_chunk, "cpg": width}
 
     def ingest(self, sample_ids: Sequence[str], *, progress: bool = True, client=None) -> LoadReport:
         """Ingest whichever of ``sample_ids`` the store lacks; return what was done.

@@ -111,14 +111,43 @@ class Locator:
 
 
 def _batches(dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``columns``; Parquet's sample_id is read as dictionary indices."""
+    """Record batches of ``columns``; Parquet's sample_id is read as dictionary indices.
+
+    Parquet files are read one row group after another, the next record batch
+    decoded in a thread while the caller locates this one.  The dataset scanner
+    reads ahead without bound when its consumer is slower than the disk (over a
+    GiB for a 32-sample batch, whatever ``batch_readahead`` says), so memory
+    would grow with the batch; this way it stays about two record batches.
+    """
     import pyarrow.dataset as pads
 
-    if isinstance(dataset, pads.FileSystemDataset) and isinstance(dataset.format, pads.ParquetFileFormat):
-        fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns={"sample_id"}))
-        dataset = pads.dataset(dataset.files, format=fmt, filesystem=dataset.filesystem)
-    # Little read-ahead: memory stays a few record batches whatever the files' size.
-    yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
+    if not (isinstance(dataset, pads.FileSystemDataset) and isinstance(dataset.format, pads.ParquetFileFormat)):
+        yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
+        return
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    # Coalesced reads pay off on object stores; on a local disk they only buffer more.
+    pre_buffer = not isinstance(dataset.filesystem, pafs.LocalFileSystem)
+
+    def read() -> Iterator[pa.RecordBatch]:
+        for path in dataset.files:
+            with dataset.filesystem.open_input_file(path) as source:
+                parquet = pq.ParquetFile(source, read_dictionary=["sample_id"], pre_buffer=pre_buffer)
+                yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+
+    yield from _read_ahead(read())
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The same batches, the next one produced in a thread while the caller works on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="xr_methyl-parquet") as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch
 
 
 def _rows(sample: pa.Array, row_of: dict[str, int]) -> np.ndarray:

@@ -415,8 +415,10 @@ class MethylStore:
             from xr_methyl.errors import UnknownSamplesError
 
             raise UnknownSamplesError(missing, where=f"the store {self.storage.uri}")
+        from xr_methyl.rowread import read_rows
+
         rows = np.array([row_of[s] for s in sample_ids], dtype=np.int64)
-        return self.array(name).get_orthogonal_selection((rows, cpg_index))
+        return read_rows(self.array(name), rows, cpg_index, chunk_rows=self.layout.chunk_rows)
 
     # -- appending ------------------------------------------------------------------------
     def append(
