@@ -43,7 +43,8 @@ class ByteCounter:
     """Counts bytes that zarr's LocalStore reads and writes, by file (patched in for one case).
 
     zarr 3.1 reaches files through two module-level helpers of ``zarr.storage._local``
-    (from its async and its sync paths alike): wrapping them sees every byte.
+    (from its async and its sync paths alike): wrapping them sees every byte.  xr_methyl's
+    own reader of local shards (:mod:`xr_methyl.rowread`) reads with ``os.pread``, wrapped too.
     """
 
     def __init__(self) -> None:
@@ -63,6 +64,15 @@ class ByteCounter:
             return put(path, value, *args, **kwargs)
 
         _local._get, _local._put = counted_get, counted_put
+        pread = os.pread
+
+        def counted_pread(fd, n, offset):
+            data = pread(fd, n, offset)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            self.read[path] = self.read.get(path, 0) + len(data)
+            return data
+
+        os.pread = counted_pread
 
     def reset(self) -> None:
         self.read.clear()
