@@ -651,7 +651,7 @@ class MethylStore:
             unlocked = entry.startswith((f".{LOCK}.", ".probe-"))
             stale_temp = entry.startswith(".") and entry.endswith(".tmp")
             if (stale_temp or entry.startswith(f".{LOCK}.broken-") or entry == OWNER_FILE) and (
-                not unlocked or now - self.storage.path(entry).stat().st_mtime > STALE_TEMP_SECONDS
+                not unlocked or now - _mtime(self.storage.path(entry), now) > STALE_TEMP_SECONDS
             ):
                 drop(entry)
         if deep:
@@ -816,6 +816,14 @@ def _write_failure(uri: str, doing: str, err: OSError, n_committed: int) -> str:
         fix = "fix the cause, then re-run the same ensure"
     return (f"could not write to the store {uri} while {doing}: {reason}{where}. The store keeps its last "
             f"commit ({n_committed} sample(s)); {fix}.")
+
+
+def _mtime(path, now: float) -> float:
+    """When ``path`` was last modified; ``now`` if it is gone (another writer's lock temporary, just linked)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return now
 
 
 def _round_up(n: int, block: int) -> int:
