@@ -8,6 +8,7 @@ orchestrates them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -42,7 +43,8 @@ class ByteCounter:
     """Counts bytes that zarr's LocalStore reads and writes, by file (patched in for one case).
 
     zarr 3.1 reaches files through two module-level helpers of ``zarr.storage._local``
-    (from its async and its sync paths alike): wrapping them sees every byte.
+    (from its async and its sync paths alike): wrapping them sees every byte.  xr_methyl's
+    own reader of local shards (:mod:`xr_methyl.rowread`) reads with ``os.pread``, wrapped too.
     """
 
     def __init__(self) -> None:
@@ -62,6 +64,15 @@ class ByteCounter:
             return put(path, value, *args, **kwargs)
 
         _local._get, _local._put = counted_get, counted_put
+        pread = os.pread
+
+        def counted_pread(fd, n, offset):
+            data = pread(fd, n, offset)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            self.read[path] = self.read.get(path, 0) + len(data)
+            return data
+
+        os.pread = counted_pread
 
     def reset(self) -> None:
         self.read.clear()
@@ -164,10 +175,19 @@ def ingest(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("workers"):
         from dask.distributed import Client, LocalCluster
 
+        import dask
+
         t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
-                               dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        if p.get("glibc_malloc"):  # dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers by default
+            environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
+                                   dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
         client = Client(cluster)
+        # Worker start-up stays out of the timed region, as the imports of the single process do.
+        for module in ("xr_methyl.loader", "xr_methyl.locate", "pyarrow.parquet", "zarr"):
+            client.run(importlib.import_module, module)
         extra["cluster_start_seconds"] = time.perf_counter() - t0
     rss0 = rss_now()
     t0 = time.perf_counter()

@@ -86,8 +86,18 @@ def test_coverage_in_blosc_and_lists_of_cpgs_read_what_zarr_reads(tmp_path):
     assert LocalShardReader.for_array(arr) is not None
     rows = np.array([8, 0, 4, 4])
     np.testing.assert_array_equal(read_rows(arr, rows, slice(None)), data[rows])
-    cols = np.array([199, 3, 64, 65])  # a list of CpGs: zarr reads it
+    cols = np.array([199, 3, 64, 65])  # not sorted: zarr reads it
     np.testing.assert_array_equal(read_rows(arr, rows, cols), data[rows][:, cols])
+
+
+def test_the_local_reader_reads_only_the_chunks_of_a_list_of_cpgs(tmp_path, data):
+    arr = make_array(tmp_path / "a.zarr", data)
+    rows = np.array([10, 2, 5, 2])
+    # columns in the first and last shard only (none in the middle one), a repeat, the empty chunk
+    # of row 2 (32-63), the last partial chunk and the unwritten shard of rows 8-10
+    for cols in ([0, 1, 40, 40, 63, 95], [3, 200, 249], [249], list(range(0, 250, 7))):
+        cols = np.array(cols)
+        np.testing.assert_array_equal(read_rows(arr, rows, cols), data[rows][:, cols])
 
 
 def test_layouts_the_local_reader_does_not_handle_are_read_by_zarr(tmp_path, data):

@@ -91,11 +91,12 @@ def read_rows(array, rows: np.ndarray, cpg_key, *, chunk_rows: int = 1) -> np.nd
         return out
     plan = plan_row_reads(rows, chunk_rows)
     local = None
-    if isinstance(cpg_key, slice) and cpg_key.step in (None, 1) and not plan.gathered:
+    if not plan.gathered and (cpg_key.step in (None, 1) if isinstance(cpg_key, slice)
+                              else bool(np.all(np.diff(cpg_key) >= 0))):
         local = LocalShardReader.for_array(array)
     if local is not None:
-        start = cpg_key.indices(array.shape[1])[0]
-        local.read([(lo + k, at + k) for lo, hi, at in plan.direct for k in range(hi - lo)], start, out)
+        cols = slice(*cpg_key.indices(array.shape[1])[:2]) if isinstance(cpg_key, slice) else np.asarray(cpg_key)
+        local.read([(lo + k, at + k) for lo, hi, at in plan.direct for k in range(hi - lo)], cols, out)
     else:
         jobs = [((slice(lo, hi), cpg_key), out[at : at + hi - lo]) for lo, hi, at in plan.direct]
         buffers = [np.empty((hi - lo, width), dtype=array.dtype) for lo, hi, _, _ in plan.gathered]
@@ -203,55 +204,72 @@ class LocalShardReader:
         except (ImportError, AttributeError, TypeError, ValueError):  # another zarr: let zarr read
             return None
 
-    def read(self, rows: list[tuple[int, int]], start: int, out: np.ndarray) -> None:
-        """Read columns ``start : start + out.shape[1]`` of each ``(row, position)`` into ``out[position]``."""
+    def read(self, rows: list[tuple[int, int]], cols: slice | np.ndarray, out: np.ndarray) -> None:
+        """Read columns ``cols`` of each ``(row, position)`` into ``out[position]``.
+
+        ``cols`` is a slice of step 1 or a non-decreasing array of column
+        positions (only the inner chunks holding them are read).
+        """
         from concurrent.futures import ThreadPoolExecutor
 
-        stop = start + out.shape[1]
-        first, last = start // self.shard_cols, (stop - 1) // self.shard_cols
+        if isinstance(cols, slice):
+            first, last = cols.start // self.shard_cols, (cols.stop - 1) // self.shard_cols
+        else:
+            first, last = int(cols[0]) // self.shard_cols, int(cols[-1]) // self.shard_cols
         tasks = [(row, pos, s) for row, pos in rows for s in range(first, last + 1)]
         workers = max(1, min(len(tasks), os.cpu_count() or 1))
         if workers == 1:
             for task in tasks:
-                self._read_piece(*task, start, stop, out)
+                self._read_piece(*task, cols, out)
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="xr_methyl-read") as pool:
-            for done in [pool.submit(self._read_piece, *task, start, stop, out) for task in tasks]:
+            for done in [pool.submit(self._read_piece, *task, cols, out) for task in tasks]:
                 done.result()
 
-    def _read_piece(self, row: int, pos: int, shard_col: int, start: int, stop: int, out: np.ndarray) -> None:
-        """Columns of one row within one shard."""
+    def _read_piece(self, row: int, pos: int, shard_col: int, cols: slice | np.ndarray, out: np.ndarray) -> None:
+        """The wanted columns of one row within one shard."""
         block, in_block = divmod(row, self.shard_rows)
-        lo, hi = max(start, shard_col * self.shard_cols), min(stop, (shard_col + 1) * self.shard_cols)
-        dest = out[pos, lo - start : hi - start]
+        base, width = shard_col * self.shard_cols, self.chunk_cols
+        if isinstance(cols, slice):
+            lo, hi = max(cols.start, base), min(cols.stop, base + self.shard_cols)
+            first, last = (lo - base) // width, (hi - 1 - base) // width
+        else:
+            k0, k1 = np.searchsorted(cols, [base, base + self.shard_cols])
+            if k0 == k1:  # no wanted column in this shard
+                return
+            chunk_of = (cols[k0:k1] - base) // width
+            first, last = int(chunk_of[0]), int(chunk_of[-1])
         path = os.path.join(self.root, self.array.metadata.encode_chunk_key((block, shard_col)))
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:  # a shard of fill values only is never written
-            dest[...] = self.fill
-            return
+            fd = None
         try:
-            index = self._index(fd, path, (block, shard_col))
-            width = self.chunk_cols
-            base = shard_col * self.shard_cols
-            for j in range((lo - base) // width, (hi - 1 - base) // width + 1):
+            index = self._index(fd, path, (block, shard_col)) if fd is not None else None
+            for j in range(first, last + 1):
                 c0, c1 = base + j * width, base + (j + 1) * width  # the inner chunk's columns
-                a, b = max(c0, lo), min(c1, hi)  # the wanted ones
-                target = out[pos, a - start : b - start]
-                offset, length = index[in_block, j]
+                if isinstance(cols, slice):
+                    a, b = max(c0, lo), min(c1, hi)  # the wanted ones
+                    target, picked = out[pos, a - cols.start : b - cols.start], slice(a - c0, b - c0)
+                else:
+                    ka, kb = k0 + np.searchsorted(chunk_of, [j, j + 1])
+                    if ka == kb:
+                        continue
+                    target, picked = out[pos, ka:kb], cols[ka:kb] - c0
+                offset, length = index[in_block, j] if index is not None else (_EMPTY, 0)
                 if offset == _EMPTY:
                     target[...] = self.fill
                     continue
                 raw = os.pread(fd, int(length), int(offset))
                 if len(raw) != length:
                     raise ValueError(f"{path}: inner chunk ({in_block}, {j}) is truncated")
-                if (a, b) == (c0, c1):
+                if isinstance(picked, slice) and target.size == width:
                     self.codec.decode(raw, out=target)
-                else:  # the chunk runs past the wanted columns (or the array's end)
-                    values = np.frombuffer(self.codec.decode(raw), dtype=out.dtype)
-                    target[...] = values[a - c0 : b - c0]
+                else:  # part of the chunk is wanted (or it runs past the array's end)
+                    target[...] = np.frombuffer(self.codec.decode(raw), dtype=out.dtype)[picked]
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
     def _index(self, fd: int, path: str, key: tuple[int, int]) -> np.ndarray:
         """(offset, length) of each inner chunk of one shard, checked against its crc32c."""
