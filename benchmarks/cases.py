@@ -175,15 +175,10 @@ def ingest(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("workers"):
         from dask.distributed import Client, LocalCluster
 
-        import dask
-
         t0 = time.perf_counter()
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        if p.get("glibc_malloc"):  # dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers by default
-            environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
-                                   dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
+        # dask's own worker settings (its MALLOC_TRIM_THRESHOLD_ included), as a user's cluster has them.
+        cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
+                               dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
         client = Client(cluster)
         # Worker start-up stays out of the timed region, as the imports of the single process do.
         for module in ("xr_methyl.loader", "xr_methyl.locate", "pyarrow.parquet", "zarr"):

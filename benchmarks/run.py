@@ -79,15 +79,12 @@ def measure(size: str, work: Path, log) -> dict[str, Any]:
     r["pivot"] = run_case("pivot", common, log)
     r["decode"] = run_case("decode", common, log)
     r["ingest_dask"] = run_case("ingest", {**common, "store": str(work / "ingest-dask.methyl.zarr"), "workers": 2}, log)
-    r["ingest_dask_glibc"] = run_case("ingest", {**common, "store": str(work / "ingest-dask-glibc.methyl.zarr"),
-                                                 "workers": 2, "glibc_malloc": True}, log)
     r["ingest_batch8"] = run_case("ingest", {"warehouse": wh, "samples": all_ids[:8], "max_memory": budget,
                                              "store": str(work / "batch8.methyl.zarr")}, log)
     ids32 = [s for b in r["build_warehouse_32"]["batches"].values() for s in b]
     r["ingest_batch32"] = run_case("ingest", {"warehouse": wh32, "samples": ids32, "max_memory": budget,
                                               "store": str(work / "batch32.methyl.zarr")}, log)
-    for name in ("ingest.methyl.zarr", "ingest-dask.methyl.zarr", "ingest-dask-glibc.methyl.zarr", "batch8.methyl.zarr",
-                 "batch32.methyl.zarr"):
+    for name in ("ingest.methyl.zarr", "ingest-dask.methyl.zarr", "batch8.methyl.zarr", "batch32.methyl.zarr"):
         shutil.rmtree(work / name, ignore_errors=True)
 
     log("reads")
@@ -215,14 +212,10 @@ def rows(r: dict[str, Any], z: dict[str, int]) -> list[dict[str, str]]:
         ratio(_get(b32, "peak_rss"), _get(b8, "peak_rss")), "<= 1.2x", 1.2, "lower",
         f"{mb(_get(b32, 'peak_rss'))} ({grown(b32)} during the ingest), {s(_get(b32, 'seconds'))}",
         f"{mb(_get(b8, 'peak_rss'))} ({grown(b8)}), {s(_get(b8, 'seconds'))}")
-    glibc = r.get("ingest_dask_glibc", {})
-    glibc_ratio = ratio(_get(glibc, "rows_per_s"), ingest_rows)
     add("ingest throughput on a dask LocalCluster (2 worker processes) vs single-process",
         ratio(_get(dsk, "rows_per_s"), ingest_rows), ">= 1.6x", 1.6, "higher",
         f"{rps(_get(dsk, 'rows_per_s'))}, {s(_get(dsk, 'seconds'))} (+{s(_get(dsk, 'cluster_start_seconds'))} "
-        f"cluster start), worker peak {mb(_get(dsk, 'worker_peak_rss'))}; workers without dask's "
-        f"MALLOC_TRIM_THRESHOLD_: {rps(_get(glibc, 'rows_per_s'))}, "
-        + ("n/a" if glibc_ratio is None else f"{glibc_ratio:.2f}x"), f"{rps(ingest_rows)}")
+        f"cluster start), worker peak {mb(_get(dsk, 'worker_peak_rss'))}", f"{rps(ingest_rows)}")
     return out
 
 

@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 
+from xr_methyl._malloc import reuse_freed_memory
 from xr_methyl.errors import (
     DataError,
     MethylError,
@@ -350,7 +351,13 @@ def fill_rows(rows: RowRange, axis, sources: dict[str, _Source], *, max_memory: 
     Returns ``{"long_rows", "dropped", "seconds": {"scatter", "write"}, "shards"}`` (``shards``: the
     objects written, for the commit's block records).
     """
-    locator = _locator(axis)
+    with reuse_freed_memory():
+        return _fill_units(rows, _locator(axis), sources, max_memory=max_memory, on_unknown_cpg=on_unknown_cpg,
+                           coverage_dtype=coverage_dtype)
+
+
+def _fill_units(rows: RowRange, locator, sources: dict[str, _Source], *, max_memory: int, on_unknown_cpg: str,
+                coverage_dtype: str) -> dict:
     members = list(rows.sample_ids)
     dtypes = {"beta": np.dtype("float32"), "coverage": np.dtype(coverage_dtype)}
     bytes_per_cell = sum(d.itemsize + 1 for d in dtypes.values())  # values + the repeat check
