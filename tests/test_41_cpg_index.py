@@ -6,6 +6,8 @@ import pickle
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import xarray as xr
 
 from xr_methyl import CorruptStoreError, Layout, MethylStore
@@ -150,3 +152,31 @@ def test_a_changed_axis_of_the_same_length_is_refused_before_writing(tmp_path):
     with pytest.raises(CorruptStoreError, match="must never change"):
         reopened.append("B2", ["e"], np.zeros((1, N), np.float32), np.zeros((1, N), np.uint16))
     assert reopened.refresh().sample_ids == ["a", "b", "c", "d"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    outer=st.one_of(st.none(), st.tuples(st.integers(-45, 45) | st.none(), st.integers(-45, 45) | st.none(),
+                                         st.sampled_from([None, 1, 2, 3, -1, -2]))),
+    inner=st.lists(st.integers(-45, 45), max_size=12) | st.tuples(st.integers(-45, 45) | st.none(),
+                                                                   st.integers(-45, 45) | st.none(),
+                                                                   st.sampled_from([None, 1, 2, -1])),
+)
+def test_composed_selections_are_what_numpy_gives(n, outer, inner):
+    """isel of an isel: the columns the index keeps are numpy's, or numpy's IndexError."""
+    from xr_methyl.cpg_index import _columns, _compose
+
+    cols = slice(*outer) if outer is not None else None
+    key = slice(*inner) if isinstance(inner, tuple) else np.array(inner, dtype=np.int64)
+    expected_cols = np.arange(n) if cols is None else np.arange(n)[cols]
+    try:
+        expected = expected_cols[key]
+    except IndexError:
+        with pytest.raises(IndexError):
+            _compose(cols, n, key)
+        return
+    np.testing.assert_array_equal(_columns(_compose(cols, n, key), n), expected)
+    if isinstance(key, np.ndarray) and len(expected_cols):  # and composed once more, from an array of columns
+        again = _compose(_compose(cols, n, key), n, np.zeros(1, np.int64) if len(expected) else key)
+        np.testing.assert_array_equal(_columns(again, n), expected[:1] if len(expected) else expected)

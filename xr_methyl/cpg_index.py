@@ -42,8 +42,30 @@ def _compose(cols: slice | np.ndarray | None, n: int, key) -> slice | np.ndarray
     if isinstance(key, slice) and (cols is None or isinstance(cols, slice)):
         outer = range(n)[cols] if cols is not None else range(n)
         inner = outer[key]
-        return slice(inner.start, inner.stop if inner.stop >= 0 else None, inner.step)
-    return _columns(cols, n)[key]
+        if not len(inner):
+            return slice(0, 0)
+        stop = inner[-1] + inner.step  # below 0 (a negative step run down to column 0) is written None
+        return slice(inner.start, stop if stop >= 0 else None, inner.step)
+    if cols is None or isinstance(cols, slice):  # positions into a range: arithmetic, no arange of the axis
+        start, stop, step = (cols if cols is not None else slice(None)).indices(n)
+        return start + step * _positions(key, len(range(start, stop, step)))
+    return cols[key]
+
+
+def _positions(key, size: int) -> np.ndarray:
+    """Integer or boolean ``key`` into ``size`` elements as non-negative positions, as numpy would index."""
+    key = np.asarray(key)
+    if key.dtype == bool:
+        if key.shape != (size,):
+            raise IndexError(f"boolean index of shape {key.shape} does not match {size} elements")
+        return np.flatnonzero(key)
+    if key.dtype.kind not in "iu":
+        raise IndexError(f"cpg positions must be integers, not {key.dtype}")
+    key = key.astype(np.int64, copy=False)
+    if key.size and (key.min() < -size or key.max() >= size):
+        bad = key[(key < -size) | (key >= size)][0]
+        raise IndexError(f"index {bad} is out of bounds for the cpg axis of {size} elements")
+    return np.where(key < 0, key + size, key)
 
 
 class LazyCpgArray(indexing.ExplicitlyIndexedNDArrayMixin):
