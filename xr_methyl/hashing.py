@@ -18,6 +18,10 @@ _MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD
                 dtype=np.uint64)
 
 
+#: ``_LOW_BYTES[i]``: a mask of the low ``i`` bytes of a uint64 (0 <= i <= 8).
+_LOW_BYTES = np.array([(1 << (8 * i)) - 1 for i in range(9)], dtype=np.uint64)
+
+
 def _words_of_fixed(ids: np.ndarray, n_words: int) -> np.ndarray:
     """(n, n_words) uint64 of a fixed-width ``S`` array, NUL-padded."""
     width = ids.dtype.itemsize
@@ -64,10 +68,9 @@ class CpgLookup:
             slots[where[first]] = pending[first]
             pending, where = pending[~first], (where[~first] + 1) & mask
         self.slots = slots
-        # One contiguous array per word: 1-D gathers are several times faster than 2-D rows.
-        self.word_columns = [np.ascontiguousarray(self.words[:, k]) for k in range(self.n_words)]
-        del self.words
-        self.nbytes = slots.nbytes + sum(w.nbytes for w in self.word_columns)
+        # Each id's words side by side: a look-up compares them all after one gather of a row.
+        self.words = np.ascontiguousarray(self.words)
+        self.nbytes = slots.nbytes + self.words.nbytes
 
     def words_of(self, strings: pa.Array) -> tuple[list[np.ndarray], np.ndarray]:
         """NUL-padded words of Arrow strings, and a mask of those that fit the axis width."""
@@ -94,11 +97,8 @@ class CpgLookup:
         words = []
         for k in range(self.n_words):
             raw = unaligned[starts + 8 * k]
-            keep = np.clip(lengths - 8 * k, 0, 8).astype(np.uint64) * np.uint64(8)
-            # Keep the string's own bytes of this word (little-endian: the low ones); shifting
-            # a uint64 by 64 is undefined, so a full word is masked by shifting in two steps.
-            mask = ((np.uint64(1) << (keep >> np.uint64(1))) << (keep - (keep >> np.uint64(1)))) - np.uint64(1)
-            mask[keep == 64] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            # Keep the string's own bytes of this word (little-endian: the low ones).
+            mask = _LOW_BYTES[np.clip(lengths - 8 * k, 0, 8)]
             words.append(raw & mask)
         return words, fits
 
@@ -112,17 +112,28 @@ class CpgLookup:
         else:
             keep = None
         where = _hash(words, self.bits)
-        rows = np.arange(len(where))
         mask = (1 << self.bits) - 1
-        found = np.full(len(where), -1, dtype=np.int64)
+        # First probe, for every id at once (most ids sit in their own slot).
+        cand = self.slots[where]
+        table = np.take(self.words, cand, axis=0)  # an empty slot's -1 reads the last row; `occupied` masks it
+        occupied = cand >= 0
+        same = occupied.copy()
+        for k, word in enumerate(words):
+            same &= table[:, k] == word
+        found = np.where(same, cand, -1).astype(np.int64)
+        del table
+        # Then the next slots, for the ids whose slot holds another id, until an empty slot ends each search.
+        rows = np.flatnonzero(occupied & ~same)
+        where = (where[rows] + 1) & mask
         while len(rows):
             cand = self.slots[where]
-            safe = np.maximum(cand, 0)
-            same = cand >= 0
-            for column, word in zip(self.word_columns, words):
-                same &= column[safe] == (word if len(rows) == len(word) else word[rows])
+            table = np.take(self.words, cand, axis=0)
+            occupied = cand >= 0
+            same = occupied.copy()
+            for k, word in enumerate(words):
+                same &= table[:, k] == word[rows]
             found[rows[same]] = cand[same]
-            go_on = ~same & (cand >= 0)  # a different id in the slot: probe the next one
+            go_on = occupied & ~same
             rows, where = rows[go_on], (where[go_on] + 1) & mask
         if keep is None:
             return found
