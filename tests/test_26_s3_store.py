@@ -193,10 +193,12 @@ def test_a_dead_writers_lock_is_taken_over(s3_store):
         assert lock.held() and lock.broken[0]["token"] == "someone-else"
     assert not storage.exists("write.lock")
 
-    put_lock(storage, host="elsewhere", pid=1, lease_seconds=1)  # another host: when its lease runs out
+    # Another host: when its lease runs out by the server's clock (Date - Last-Modified, whole seconds,
+    # so an age can read up to a second long; the lease leaves room for that and a slow machine).
+    put_lock(storage, host="elsewhere", pid=1, lease_seconds=3)
     with pytest.raises(StoreLockedError, match="pid 1 on elsewhere"), storage.lock("write.lock", timeout=0.2):
         pass
-    time.sleep(2.2)  # by the server's clock (Date - Last-Modified, one-second resolution)
+    time.sleep(4.2)
     with storage.lock("write.lock", timeout=0.5) as lock:
         assert lock.broken[0]["host"] == "elsewhere"
 
