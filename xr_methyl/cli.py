@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(init)
     init.add_argument("--warehouse", required=True, help="warehouse path or URI")
     init.add_argument("--coverage-dtype", default="uint16", choices=["uint8", "uint16", "uint32"])
+    init.add_argument("--by-cpg-chunk", type=int, default=0, metavar="W",
+                      help="also keep a CpG-major copy of beta with inner chunks of W CpGs (e.g. 64), which makes "
+                           "reads of few scattered CpGs fast; costs disk and append time (default: 0, none)")
+    init.add_argument("--by-cpg-codec", default="zstd", choices=["zstd", "raw"],
+                      help="codec of that copy: zstd (less disk) or raw (faster appends and reads)")
     init.set_defaults(run=_init)
 
     ensure = sub.add_parser("ensure", help="ingest the given samples into a store if missing")
@@ -125,10 +130,11 @@ def _options(args) -> dict[str, str] | None:
 
 
 def _init(args) -> int:
-    from xr_methyl.store import MethylStore
+    from xr_methyl.store import Layout, MethylStore
 
+    layout = Layout(by_cpg_chunk=args.by_cpg_chunk, by_cpg_codec=args.by_cpg_codec)
     store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
-                               storage_options=_options(args))
+                               layout=layout, storage_options=_options(args))
     print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest['warehouse']}")
     return 0
 
