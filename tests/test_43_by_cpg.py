@@ -306,3 +306,17 @@ def test_init_takes_the_option(warehouse, tmp_path, capsys):
     assert zarr.open_array(path / "beta_by_cpg.zarr", mode="r").chunks == (8, 64)
     assert cli(["init", str(tmp_path / "bad"), "--warehouse", str(warehouse.path), "--by-cpg-chunk", "-3"]) == 1
     assert "by_cpg_chunk=-3" in capsys.readouterr().err
+
+
+def test_a_shard_of_many_chunks_is_encoded_on_threads_and_read_back_by_zarr(tmp_path):
+    n = 70_000  # 1,094 chunks of 64 in the copy's one shard: compressed on a few threads
+    store = MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=[f"c{i}" for i in range(n)],
+                               layout=Layout(by_cpg_chunk=64))
+    rng = np.random.default_rng(4)
+    beta = rng.random((3, n), dtype=np.float32)
+    beta[rng.random(beta.shape) < 0.5] = np.nan
+    store.append("B", ["a", "b", "c"], beta, np.ones((3, n), np.uint16))
+    np.testing.assert_array_equal(store.array("beta_by_cpg")[:3], beta)
+    cols = np.sort(rng.choice(n, 100, replace=False))
+    np.testing.assert_array_equal(read_by_cpg(store.array("beta_by_cpg"), np.array([2, 0]), cols, block=8),
+                                  beta[[2, 0]][:, cols])

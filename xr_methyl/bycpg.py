@@ -81,12 +81,7 @@ def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> b
         parts = [cells[stored].tobytes()]
         lengths = np.full(len(stored), rows * chunk * 4, dtype=np.uint64)
     elif codec == "zstd":
-        import zstandard
-
-        compress = zstandard.ZstdCompressor(level=3).compress
-        flat = memoryview(cells).cast("B")
-        size = rows * chunk * 4
-        parts = [compress(flat[j * size : (j + 1) * size]) for j in stored.tolist()]
+        parts = _compress_chunks(cells, stored)
         lengths = np.fromiter(map(len, parts), dtype=np.uint64, count=len(parts))
     else:
         raise ValueError(f"companion codec {codec!r}: expected one of {', '.join(CODECS)}")
@@ -95,6 +90,33 @@ def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> b
     index[0, stored, 0] = np.cumsum(lengths) - lengths
     body = index.tobytes()
     return b"".join([*parts, body, np.uint32(google_crc32c.value(body)).tobytes()])
+
+
+def _compress_chunks(cells: np.ndarray, stored: np.ndarray) -> list[bytes]:
+    """zstd (level 3) frames of the chunks ``cells[stored]``, in order, on a few threads.
+
+    zstandard releases the GIL while it compresses: two threads take ~0.6x the
+    time of one on a shard of 8 x 2 M CpGs (31,250 chunks).
+    """
+    import zstandard
+
+    flat = memoryview(cells).cast("B")
+    size = cells[0].nbytes
+    wanted = stored.tolist()
+
+    def compress(lo: int, hi: int) -> list[bytes]:
+        one = zstandard.ZstdCompressor(level=3).compress  # a compressor is not shared between threads
+        return [one(flat[j * size : (j + 1) * size]) for j in wanted[lo:hi]]
+
+    workers = min(4, os.cpu_count() or 1)
+    if workers == 1 or len(wanted) < 1024:
+        return compress(0, len(wanted))
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = -(-len(wanted) // (workers * 4))
+    with ThreadPoolExecutor(workers, thread_name_prefix="xr_methyl-encode") as pool:
+        pieces = [pool.submit(compress, lo, lo + step) for lo in range(0, len(wanted), step)]
+        return [frame for piece in pieces for frame in piece.result()]
 
 
 @dataclass(frozen=True)
