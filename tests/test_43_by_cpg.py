@@ -320,3 +320,20 @@ def test_a_shard_of_many_chunks_is_encoded_on_threads_and_read_back_by_zarr(tmp_
     cols = np.sort(rng.choice(n, 100, replace=False))
     np.testing.assert_array_equal(read_by_cpg(store.array("beta_by_cpg"), np.array([2, 0]), cols, block=8),
                                   beta[[2, 0]][:, cols])
+
+
+def test_the_loader_writes_the_copy_under_a_memory_budget(warehouse, truth, tmp_path):
+    """Ingest through the Loader (RowRange.write, as on dask workers), in pieces of whole shards."""
+    from xr_methyl import Loader
+
+    layout = Layout(sample_block=4, cpg_chunk=256, cpg_shard=1024, by_cpg_chunk=32)
+    store = MethylStore.create(tmp_path / "c.methyl.zarr", warehouse=warehouse, layout=layout)
+    ids = list(truth.beta.index[:10])
+    Loader(store, warehouse, max_memory=64 << 10).ingest(ids, progress=False)
+    ds = xr.open_dataset(store.storage.root, engine="methylzarr")
+    cols = [0, 31, 32, 1023, 1024, 2999]
+    want = truth.beta.loc[list(ds.sample.values)].to_numpy(np.float32)[:, cols]
+    np.testing.assert_array_equal(ds.beta.isel(cpg=cols).values, want)
+    np.testing.assert_array_equal(read_by_cpg(store.array("beta_by_cpg"), np.arange(store.commit.n_rows), cols,
+                                              block=4)[[i for i, s in enumerate(store.commit.rows) if s]], want)
+    assert store.verify().ok
