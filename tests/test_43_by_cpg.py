@@ -303,6 +303,10 @@ def test_init_takes_the_option(warehouse, tmp_path, capsys):
     assert cli(["init", str(path), "--warehouse", str(warehouse.path), "--by-cpg-chunk", "64",
                 "--by-cpg-codec", "raw"]) == 0
     assert MethylStore.open(path).layout.by_cpg_chunk == 64
+    capsys.readouterr()
+    assert cli(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "CpG-major copy of beta in chunks of 64 CpGs (raw)" in out and "its CpG-major copy" in out
     assert zarr.open_array(path / "beta_by_cpg.zarr", mode="r").chunks == (8, 64)
     assert cli(["init", str(tmp_path / "bad"), "--warehouse", str(warehouse.path), "--by-cpg-chunk", "-3"]) == 1
     assert "by_cpg_chunk=-3" in capsys.readouterr().err

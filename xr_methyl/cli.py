@@ -187,7 +187,9 @@ def _info_lines(info: dict) -> list[str]:
         f"samples    {info['samples']:,} in {info['batches']} batch(es) ({info['rows']:,} rows with padding)",
         f"cpgs       {info['cpgs']:,}",
         (f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
-         f"coverage {info['coverage_dtype']}"),
+         f"coverage {info['coverage_dtype']}"
+         + (f"; CpG-major copy of beta in chunks of {layout['by_cpg']['chunk']} CpGs ({layout['by_cpg']['codec']})"
+            if layout.get("by_cpg") else "")),
         f"warehouse  {info['warehouse']}",
     ]
     cost = info.get("warehouse_cost") or {}
@@ -195,7 +197,9 @@ def _info_lines(info: dict) -> list[str]:
         lines.append(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
                      f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
     lines.append(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
-                 f"coverage {_size(info['bytes']['coverage'])})")
+                 f"coverage {_size(info['bytes']['coverage'])}"
+                 + (f", its CpG-major copy {_size(info['bytes']['beta_by_cpg'])}" if "beta_by_cpg" in info["bytes"]
+                    else "") + ")")
     return lines
 
 
