@@ -197,6 +197,11 @@ def test_the_copy_is_chosen_for_few_cpgs_only():
         assert not by_cpg_cheaper(256, 32, many, codec=codec, **kwargs)
         assert not by_cpg_cheaper(256, 32, np.arange(0, 2_000_000, 40), codec=codec, **kwargs)
         assert not by_cpg_cheaper(0, 0, few, codec=codec, **kwargs)
+    # At 200,000 CpGs, 1,000 of them touch a quarter of the copy's chunks, and beta's last inner
+    # chunk holds only 3,392 CpGs: beta is cheaper (measured: 0.19 s against 0.22 s).
+    rng = np.random.default_rng(7)
+    assert not by_cpg_cheaper(256, 32, np.sort(rng.choice(200_000, 1000, replace=False)), codec="zstd",
+                              n_cpgs=200_000, **kwargs)
     # One sample: one main chunk per CpG against one copy chunk (8 rows) per CpG, with its own overhead.
     assert not by_cpg_cheaper(1, 1, few[:3], codec="zstd", chunk=64, block=8, main_chunk=16)
 

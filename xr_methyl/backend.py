@@ -100,7 +100,7 @@ class StoreArray(BackendArray):
         if np.ndim(rows) == 0:
             return self.array.get_orthogonal_selection((int(rows), cpg_key))
         rows = np.asarray(rows)
-        if self.by_cpg is not None and isinstance(cpg_key, np.ndarray) and self.by_cpg.cheaper(rows, cpg_key):
+        if self.by_cpg is not None and isinstance(cpg_key, np.ndarray) and self.by_cpg.cheaper(rows, cpg_key, self.shape[1]):
             return self.by_cpg.read(self.storage, rows, cpg_key)
         return read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
 
@@ -116,11 +116,12 @@ class ByCpg:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_array": None}
 
-    def cheaper(self, rows: np.ndarray, cols: np.ndarray) -> bool:
+    def cheaper(self, rows: np.ndarray, cols: np.ndarray, n_cpgs: int) -> bool:
         """Whether the copy reads ``cols`` of ``rows`` more cheaply than beta itself."""
         block = self.layout.sample_block
         return by_cpg_cheaper(len(rows), len(np.unique(rows // block)), cols, chunk=self.layout.by_cpg_chunk,
-                              block=block, main_chunk=self.layout.cpg_chunk, codec=self.layout.by_cpg_codec)
+                              block=block, main_chunk=self.layout.cpg_chunk, codec=self.layout.by_cpg_codec,
+                              n_cpgs=n_cpgs)
 
     def read(self, storage, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if self._array is None:

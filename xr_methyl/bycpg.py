@@ -168,20 +168,24 @@ def plan_gather(rows: np.ndarray, cols: np.ndarray, *, block: int, chunk: int, w
 
 
 def by_cpg_cheaper(n_rows: int, n_blocks: int, cols: np.ndarray, *, chunk: int, block: int, main_chunk: int,
-                   codec: str) -> bool:
+                   codec: str, n_cpgs: int | None = None) -> bool:
     """Whether reading ``cols`` of ``n_rows`` rows (in ``n_blocks`` blocks) from the companion is cheaper.
 
     Estimates both from the inner chunks each would read and their measured
     costs (:data:`CHUNK_SECONDS`, :data:`CELL_SECONDS`, :data:`MAIN_CHUNK_SECONDS`, ...);
-    ``cols`` sorted or not.
+    ``cols`` sorted or not.  ``n_cpgs`` (the axis length) counts the main
+    array's last inner chunk at its true width.
     """
     cols = np.asarray(cols)
     if not len(cols) or not n_rows:
         return False
     by_chunks = len(np.unique(cols // chunk))
-    main_chunks = len(np.unique(cols // main_chunk))
+    main_chunks = np.unique(cols // main_chunk)
+    main_cells = len(main_chunks) * main_chunk
+    if n_cpgs is not None and (main_chunks[-1] + 1) * main_chunk > n_cpgs:
+        main_cells -= (main_chunks[-1] + 1) * main_chunk - n_cpgs
     by_cost = n_blocks * by_chunks * (CHUNK_SECONDS + block * chunk * CELL_SECONDS[codec])
-    return by_cost < n_rows * main_chunks * (MAIN_CHUNK_SECONDS + main_chunk * MAIN_CELL_SECONDS)
+    return by_cost < n_rows * (len(main_chunks) * MAIN_CHUNK_SECONDS + main_cells * MAIN_CELL_SECONDS)
 
 
 def read_by_cpg(array, rows: np.ndarray, cols: np.ndarray, *, block: int) -> np.ndarray:
