@@ -243,25 +243,47 @@ def decode(p: dict[str, Any]) -> dict[str, Any]:
 
 @case
 def build_read_store(p: dict[str, Any]) -> dict[str, Any]:
-    """Ingest the warehouse's samples, then repeat their blocks under new ids up to ``rows`` samples."""
-    from xr_methyl import Loader, LocalWarehouse, MethylStore
+    """Ingest the warehouse's samples, then repeat their blocks under new ids up to ``rows`` samples.
+
+    With ``by_cpg_chunk`` the store keeps the CpG-major copy of beta (``Layout.by_cpg_chunk``);
+    ``twin`` (a path) builds the same appends into a default store beside it, timed apart, so
+    that the copy's share of an append is measured in the same run.
+    """
+    from xr_methyl import Layout, Loader, LocalWarehouse, MethylStore
 
     t0 = time.perf_counter()
     wh = LocalWarehouse(p["warehouse"])
-    store = MethylStore.create(p["store"], warehouse=wh)
+    layout = Layout(by_cpg_chunk=p.get("by_cpg_chunk", 0))
+    store = MethylStore.create(p["store"], warehouse=wh, layout=layout)
     Loader(store, wh).ingest(p["samples"], progress=False)
+    twin = MethylStore.create(p["twin"], warehouse=wh) if p.get("twin") else None
+    stores = [store] + ([twin] if twin is not None else [])
+    for s in stores:
+        s.verify_axis()
     n = len(store.sample_ids)
     block = store.layout.sample_block
     beta, cov = store.array("beta"), store.array("coverage")  # these handles keep the ingested rows only
     ingested_blocks = store.commit.n_rows // block
+    append_seconds: dict[int, list[float]] = {i: [] for i in range(len(stores))}
     k = 0
     while n < p["rows"]:
         lo = (k % ingested_blocks) * block
         ids = [f"P{n + i:05d}" for i in range(block)]
-        store.append(f"pad{k:04d}", ids, beta[lo : lo + block], cov[lo : lo + block])
+        b, c = beta[lo : lo + block], cov[lo : lo + block]
+        for i, s in enumerate(stores):
+            t1 = time.perf_counter()
+            s.append(f"pad{k:04d}", ids, b, c)
+            append_seconds[i].append(time.perf_counter() - t1)
         n += block
         k += 1
-    return {"seconds": time.perf_counter() - t0, "samples": len(store.sample_ids)}
+    out: dict[str, Any] = {"seconds": time.perf_counter() - t0, "samples": len(store.sample_ids),
+                           "bytes": store.info()["bytes"]}
+    if append_seconds[0]:
+        out["append_seconds"] = float(np.median(append_seconds[0]))
+    if twin is not None:
+        out["twin_append_seconds"] = float(np.median(append_seconds[1]))
+        out["twin_bytes"] = twin.info()["bytes"]
+    return out
 
 
 def _repeat(fn, times: int) -> dict[str, Any]:
@@ -342,10 +364,17 @@ def read_pivot(p: dict[str, Any]) -> dict[str, Any]:
 
 @case
 def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
-    """``n`` scattered CpGs x all samples, then the full matrix, with bytes read from disk."""
+    """``n`` scattered CpGs x all samples, then the full matrix, with bytes read from disk.
+
+    The scattered read goes through xarray (which reads the store's CpG-major copy of beta
+    when it keeps one), then again on beta alone (what a default store reads: the same
+    files as a store without the copy); each opens the store afresh.
+    """
     import xarray as xr
 
     import xr_methyl  # noqa: F401
+    from xr_methyl.rowread import read_rows
+    from xr_methyl.store import MethylStore
 
     counter = ByteCounter()
     ds = xr.open_dataset(p["store"], engine="methylzarr")
@@ -356,11 +385,20 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
     some_bytes = counter.bytes_read
     counter.reset()
     t0 = time.perf_counter()
-    full = ds.beta.values
+    store = MethylStore.open(p["store"])
+    rows = np.array([i for i, s in enumerate(store.commit.rows) if s is not None])
+    main = read_rows(store.array("beta"), rows, cols, chunk_rows=store.layout.chunk_rows)
+    t_main = time.perf_counter() - t0
+    main_bytes = counter.bytes_read
+    counter.reset()
+    t0 = time.perf_counter()
+    full = xr.open_dataset(p["store"], engine="methylzarr").beta.values
     t_full = time.perf_counter() - t0
     assert np.array_equal(full[:, cols], some, equal_nan=True)
-    return {"scattered_seconds": t_some, "scattered_bytes": some_bytes, "full_seconds": t_full,
-            "full_bytes": counter.bytes_read, "shape": list(full.shape)}
+    assert np.array_equal(main, some, equal_nan=True)
+    return {"scattered_seconds": t_some, "scattered_bytes": some_bytes, "main_scattered_seconds": t_main,
+            "main_scattered_bytes": main_bytes, "full_seconds": t_full, "full_bytes": counter.bytes_read,
+            "by_cpg": store.manifest["layout"].get("by_cpg"), "shape": list(full.shape)}
 
 
 # ----------------------------------------------------------------------------- appends

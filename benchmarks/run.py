@@ -89,8 +89,13 @@ def measure(size: str, work: Path, log) -> dict[str, Any]:
 
     log("reads")
     read_store = str(work / "read.methyl.zarr")
+    # The read store keeps the CpG-major copy of beta; its twin, a default store with the same
+    # appends, times what the copy adds to an append (then goes).
+    twin = str(work / "read-twin.methyl.zarr")
     r["build_read_store"] = run_case("build_read_store", {"warehouse": wh, "store": read_store, "samples": all_ids,
-                                                          "rows": z["read_rows"]}, log)
+                                                          "rows": z["read_rows"], "by_cpg_chunk": 64,
+                                                          "twin": twin}, log)
+    shutil.rmtree(twin, ignore_errors=True)
     # Requested in a shuffled order, spread over the store's blocks.
     import random
 
@@ -182,10 +187,20 @@ def rows(r: dict[str, Any], z: dict[str, int]) -> list[dict[str, str]]:
         ratio(_get(ens, "seconds"), _get(zr, "seconds")), "<= 1.2x", 1.2, "lower",
         f"{s(_get(ens, 'seconds'))}",
         f"{s(_get(zr, 'seconds'))} (first run {s(_get(zr, 'first_seconds'))}; {ways}), peak {mb(_get(zr, 'peak_rss'))}")
-    rc = r.get("read_cpgs", {})
-    add(f"{z['scattered']:,} scattered CpGs x all {z['read_rows']} samples, time vs full-matrix read",
+    rc, brs = r.get("read_cpgs", {}), r.get("build_read_store", {})
+    main_ratio = ratio(_get(rc, "main_scattered_seconds"), _get(rc, "full_seconds"))
+    copy_bytes = ratio(_get(brs, "bytes", "beta_by_cpg"), _get(brs, "bytes", "beta"))
+    append_extra = ratio(_get(brs, "append_seconds"), _get(brs, "twin_append_seconds"))
+    add(f"{z['scattered']:,} scattered CpGs x all {z['read_rows']} samples, time vs full-matrix read "
+        "(store with Layout(by_cpg_chunk=64))",
         ratio(_get(rc, "scattered_seconds"), _get(rc, "full_seconds")), "<= 0.1x", 0.1, "lower",
-        f"{s(_get(rc, 'scattered_seconds'))}, {mb(_get(rc, 'scattered_bytes'))} read",
+        f"{s(_get(rc, 'scattered_seconds'))}, {mb(_get(rc, 'scattered_bytes'))} read; default layout (beta "
+        f"alone): {'n/a' if main_ratio is None else f'{main_ratio:.2f}x'}, "
+        f"{s(_get(rc, 'main_scattered_seconds'))}, {mb(_get(rc, 'main_scattered_bytes'))} read; the copy: "
+        f"{mb(_get(brs, 'bytes', 'beta_by_cpg'))} on disk ("
+        + ("n/a" if copy_bytes is None else f"{copy_bytes:.2f}x beta's") + "), append "
+        f"{s(_get(brs, 'append_seconds'))} vs {s(_get(brs, 'twin_append_seconds'))} without it ("
+        + ("n/a" if append_extra is None else f"{append_extra:.2f}x") + ")",
         f"{s(_get(rc, 'full_seconds'))}, {mb(_get(rc, 'full_bytes'))} read, peak {mb(_get(rc, 'peak_rss'))}")
     big, one = r.get(f"append_{z['append_batches']}", {}), r.get("append_1", {})
     touched = None if not big else big.get("existing_shard_bytes_read", 0) + big.get("existing_shards_rewritten", 0)

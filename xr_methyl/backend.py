@@ -6,6 +6,7 @@ xarray and numpy at module level.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -15,6 +16,7 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
+from xr_methyl.bycpg import by_cpg_cheaper, read_by_cpg
 from xr_methyl.cpg_index import CpgIndex, locus_coords
 from xr_methyl.rowread import read_rows
 
@@ -34,14 +36,20 @@ class StoreArray(BackendArray):
     Pickles as the store's storage (its location, and S3 options) and the
     array's key: a dask worker reopens the array itself, with no state of the
     process that opened the Dataset.
+
+    ``by_cpg`` (beta of a store that keeps a CpG-major copy): the copy's key
+    and layout; a list of CpGs that the copy reads more cheaply
+    (:func:`~xr_methyl.bycpg.by_cpg_cheaper`) is read from it.
     """
 
-    def __init__(self, array, rows: np.ndarray, chunk_rows: int, *, storage=None, key: str | None = None) -> None:
+    def __init__(self, array, rows: np.ndarray, chunk_rows: int, *, storage=None, key: str | None = None,
+                 by_cpg: ByCpg | None = None) -> None:
         self._array = array
         self.storage = storage
         self.key = key
         self.rows = rows
         self.chunk_rows = chunk_rows
+        self.by_cpg = by_cpg
         self.shape = (len(rows), array.shape[1])
         self.dtype = array.dtype
 
@@ -65,7 +73,9 @@ class StoreArray(BackendArray):
         if isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray) and sample_key.dtype.kind in "iu":
             # A list of samples in any order, repeats included, is read straight into
             # place (xarray would read it sorted and reorder a copy).
-            picked = StoreArray(self.array, self.rows[sample_key], self.chunk_rows)
+            picked = copy.copy(self)
+            picked._array, picked.rows = self.array, self.rows[sample_key]
+            picked.shape = (len(picked.rows), self.shape[1])
             return picked[indexing.OuterIndexer((slice(None), cpg_key))]
         # OUTER: a list of CpGs stays a list (xarray would otherwise read
         # everything between the first and the last).
@@ -89,7 +99,36 @@ class StoreArray(BackendArray):
         rows = self.rows[sample_key]
         if np.ndim(rows) == 0:
             return self.array.get_orthogonal_selection((int(rows), cpg_key))
-        return read_rows(self.array, np.asarray(rows), cpg_key, chunk_rows=self.chunk_rows)
+        rows = np.asarray(rows)
+        if self.by_cpg is not None and isinstance(cpg_key, np.ndarray) and self.by_cpg.cheaper(rows, cpg_key, self.shape[1]):
+            return self.by_cpg.read(self.storage, rows, cpg_key)
+        return read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
+
+
+class ByCpg:
+    """Where a store keeps its CpG-major copy of beta, and its layout (picklable: opened where it is read)."""
+
+    def __init__(self, key: str, layout, array=None) -> None:
+        self.key = key
+        self.layout = layout
+        self._array = array
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def cheaper(self, rows: np.ndarray, cols: np.ndarray, n_cpgs: int) -> bool:
+        """Whether the copy reads ``cols`` of ``rows`` more cheaply than beta itself."""
+        block = self.layout.sample_block
+        return by_cpg_cheaper(len(rows), len(np.unique(rows // block)), cols, chunk=self.layout.by_cpg_chunk,
+                              block=block, main_chunk=self.layout.cpg_chunk, codec=self.layout.by_cpg_codec,
+                              n_cpgs=n_cpgs)
+
+    def read(self, storage, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if self._array is None:
+            import zarr
+
+            self._array = zarr.open_array(storage.zarr_store(self.key, read_only=True), mode="r", zarr_format=3)
+        return read_by_cpg(self._array, rows, cols, block=self.layout.sample_block)
 
 
 def open_store_dataset(store, *, chunks=None, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
@@ -121,11 +160,16 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
     preferred = {"sample": sample_chunks, "cpg": store.layout.cpg_shard}
 
     data_vars = {}
+    by_cpg = None
+    if store.layout.by_cpg_chunk and "beta" not in drop:
+        from xr_methyl.store import BETA_BY_CPG
+
+        by_cpg = ByCpg(BETA_BY_CPG, store.layout, store.array("beta_by_cpg"))
     for name in ("beta", "coverage"):
         if name in drop:
             continue
         array = StoreArray(store.array(name), rows, store.layout.chunk_rows, storage=store.storage,
-                           key=f"{name}.zarr")
+                           key=f"{name}.zarr", by_cpg=by_cpg if name == "beta" else None)
         lazy = indexing.LazilyIndexedArray(array)
         var = xr.Variable(("sample", "cpg"), lazy)
         var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}

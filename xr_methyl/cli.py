@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(init)
     init.add_argument("--warehouse", required=True, help="warehouse path or URI")
     init.add_argument("--coverage-dtype", default="uint16", choices=["uint8", "uint16", "uint32"])
+    init.add_argument("--by-cpg-chunk", type=int, default=0, metavar="W",
+                      help="also keep a CpG-major copy of beta with inner chunks of W CpGs (e.g. 64), which makes "
+                           "reads of few scattered CpGs fast; costs disk and append time (default: 0, none)")
+    init.add_argument("--by-cpg-codec", default="zstd", choices=["zstd", "raw"],
+                      help="codec of that copy: zstd (less disk) or raw (faster appends and reads)")
     init.set_defaults(run=_init)
 
     ensure = sub.add_parser("ensure", help="ingest the given samples into a store if missing")
@@ -125,10 +130,11 @@ def _options(args) -> dict[str, str] | None:
 
 
 def _init(args) -> int:
-    from xr_methyl.store import MethylStore
+    from xr_methyl.store import Layout, MethylStore
 
+    layout = Layout(by_cpg_chunk=args.by_cpg_chunk, by_cpg_codec=args.by_cpg_codec)
     store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
-                               storage_options=_options(args))
+                               layout=layout, storage_options=_options(args))
     print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest['warehouse']}")
     return 0
 
@@ -181,7 +187,9 @@ def _info_lines(info: dict) -> list[str]:
         f"samples    {info['samples']:,} in {info['batches']} batch(es) ({info['rows']:,} rows with padding)",
         f"cpgs       {info['cpgs']:,}",
         (f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
-         f"coverage {info['coverage_dtype']}"),
+         f"coverage {info['coverage_dtype']}"
+         + (f"; CpG-major copy of beta in chunks of {layout['by_cpg']['chunk']} CpGs ({layout['by_cpg']['codec']})"
+            if layout.get("by_cpg") else "")),
         f"warehouse  {info['warehouse']}",
     ]
     cost = info.get("warehouse_cost") or {}
@@ -189,7 +197,9 @@ def _info_lines(info: dict) -> list[str]:
         lines.append(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
                      f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
     lines.append(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
-                 f"coverage {_size(info['bytes']['coverage'])})")
+                 f"coverage {_size(info['bytes']['coverage'])}"
+                 + (f", its CpG-major copy {_size(info['bytes']['beta_by_cpg'])}" if "beta_by_cpg" in info["bytes"]
+                    else "") + ")")
     return lines
 
 

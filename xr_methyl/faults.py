@@ -180,6 +180,7 @@ def stray_files(path) -> list[str]:
     """
     from xr_methyl import MethylStore
     from xr_methyl.store import (
+        ARRAY_KEYS,
         BATCHES,
         CPG_IDS,
         CPG_LOCI,
@@ -193,11 +194,11 @@ def stray_files(path) -> list[str]:
 
     store = MethylStore.open(path)
     n_blocks = store.commit.n_rows // store.layout.sample_block
-    keep = {MANIFEST, SAMPLE_IDS, SAMPLES, BATCHES, PROVENANCE, CPG_IDS, CPG_LOCI, "beta.zarr/zarr.json",
-            "coverage.zarr/zarr.json"}
+    keep = {MANIFEST, SAMPLE_IDS, SAMPLES, BATCHES, PROVENANCE, CPG_IDS, CPG_LOCI,
+            *(f"{ARRAY_KEYS[name]}/zarr.json" for name in store.array_names)}
     for b in range(n_blocks):
         keep.add(block_record_key(b))
-        for name in ("beta", "coverage"):
+        for name in store.array_names:
             keep.update(store.shard_keys(name, b))
     # The CpG axis's look-up tables are written once, at creation.
     return sorted(key for key, _ in store.storage.walk() if key not in keep and not key.startswith(f"{INDEX_DIR}/"))

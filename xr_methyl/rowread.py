@@ -166,32 +166,19 @@ class LocalShardReader:
         """A reader for ``array``, or None if its layout, codecs or store are not the ones handled here."""
         try:
             import numcodecs
-            from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
-            from zarr.core.chunk_grids import RegularChunkGrid
-            from zarr.storage import LocalStore
+            from zarr.codecs import BloscCodec, ZstdCodec
 
-            meta = array.metadata
-            store_path = array.async_array.store_path
-            if meta.zarr_format != 3 or array.ndim != 2 or not isinstance(store_path.store, LocalStore):
+            found = local_sharding(array)
+            if found is None:
                 return None
-            if not isinstance(meta.chunk_grid, RegularChunkGrid) or len(meta.codecs) != 1:
-                return None
-            (sharding,) = meta.codecs
-            if not isinstance(sharding, ShardingCodec) or sharding.chunk_shape[0] != 1:
-                return None
-            if meta.chunk_grid.chunk_shape[1] % sharding.chunk_shape[1]:
+            sharding, root = found
+            if sharding.chunk_shape[0] != 1:
                 return None
             dtype = np.dtype(array.dtype)
             if dtype.kind not in "fiu" or (dtype.itemsize > 1 and dtype.byteorder == ">") or sys.byteorder != "little":
                 return None
-            def little(codec) -> bool:
-                return isinstance(codec, BytesCodec) and getattr(codec.endian, "value", codec.endian) in ("little", None)
-
-            index = sharding.index_codecs
-            if not (len(index) == 2 and little(index[0]) and isinstance(index[1], Crc32cCodec)):
-                return None
             inner = sharding.codecs
-            if len(inner) != 2 or not little(inner[0]):
+            if len(inner) != 2 or not little_endian(inner[0]):
                 return None
             if isinstance(inner[1], ZstdCodec):
                 codec = numcodecs.Zstd()
@@ -199,7 +186,6 @@ class LocalShardReader:
                 codec = numcodecs.Blosc()
             else:
                 return None
-            root = os.path.join(str(store_path.store.root), store_path.path)
             return cls(array, root, codec, index_at_end=sharding.index_location.value == "end")
         except (ImportError, AttributeError, TypeError, ValueError):  # another zarr: let zarr read
             return None
@@ -276,17 +262,52 @@ class LocalShardReader:
         with self._lock:
             if key in self._indexes:
                 return self._indexes[key]
-        import google_crc32c
-
-        size = os.fstat(fd).st_size
-        at = size - self.index_bytes if self.index_at_end else 0
-        raw = os.pread(fd, self.index_bytes, at) if at >= 0 else b""
-        if len(raw) != self.index_bytes:
-            raise ValueError(f"{path}: too short for a shard index ({size} bytes)")
-        body, crc = raw[:-4], raw[-4:]
-        if np.uint32(google_crc32c.value(body)).tobytes() != crc:
-            raise ValueError(f"{path}: the shard index does not match its checksum")
-        index = np.frombuffer(body, dtype="<u8").reshape(*self.chunks_per_shard, 2)
+        index = read_shard_index(fd, path, self.index_bytes, at_end=self.index_at_end)
+        index = index.reshape(*self.chunks_per_shard, 2)
         with self._lock:
             self._indexes[key] = index
         return index
+
+
+def little_endian(codec) -> bool:
+    """Whether a zarr codec is the ``bytes`` codec, little-endian."""
+    from zarr.codecs import BytesCodec
+
+    return isinstance(codec, BytesCodec) and getattr(codec.endian, "value", codec.endian) in ("little", None)
+
+
+def local_sharding(array):
+    """``(sharding codec, directory)`` of a 2-D Zarr v3 array in a local store, sharded on a regular grid
+    into whole inner chunks with the default shard index (little-endian, crc32c); None otherwise."""
+    from zarr.codecs import Crc32cCodec, ShardingCodec
+    from zarr.core.chunk_grids import RegularChunkGrid
+    from zarr.storage import LocalStore
+
+    meta = array.metadata
+    store_path = array.async_array.store_path
+    if meta.zarr_format != 3 or array.ndim != 2 or not isinstance(store_path.store, LocalStore):
+        return None
+    if not isinstance(meta.chunk_grid, RegularChunkGrid) or len(meta.codecs) != 1:
+        return None
+    (sharding,) = meta.codecs
+    if not isinstance(sharding, ShardingCodec) or meta.chunk_grid.chunk_shape[1] % sharding.chunk_shape[1]:
+        return None
+    index = sharding.index_codecs
+    if not (len(index) == 2 and little_endian(index[0]) and isinstance(index[1], Crc32cCodec)):
+        return None
+    return sharding, os.path.join(str(store_path.store.root), store_path.path)
+
+
+def read_shard_index(fd: int, path: str, n_bytes: int, *, at_end: bool = True) -> np.ndarray:
+    """The index of one shard file, (offset, length) pairs as rows, checked against its crc32c."""
+    import google_crc32c
+
+    size = os.fstat(fd).st_size
+    at = size - n_bytes if at_end else 0
+    raw = os.pread(fd, n_bytes, at) if at >= 0 else b""
+    if len(raw) != n_bytes:
+        raise ValueError(f"{path}: too short for a shard index ({size} bytes)")
+    body, crc = raw[:-4], raw[-4:]
+    if np.uint32(google_crc32c.value(body)).tobytes() != crc:
+        raise ValueError(f"{path}: the shard index does not match its checksum")
+    return np.frombuffer(body, dtype="<u8").reshape(-1, 2)

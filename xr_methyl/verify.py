@@ -11,6 +11,7 @@ problem it finds into a :class:`VerifyReport`.  It checks
 * every committed block: the shard objects its append recorded in
   ``blocks/<i>.json`` are present with the recorded size and sha256, none
   extra, and every shard decodes; padding rows are empty; betas lie in [0, 1];
+  the CpG-major copy of beta (if the store keeps one) holds beta's values;
 * with ``cells > 0``: that many random (sample, CpG) cells re-read from the
   warehouse through the :class:`~xr_methyl.warehouse.Warehouse` protocol equal
   the stored values exactly.
@@ -147,17 +148,19 @@ def _check_sidecars(store, report: VerifyReport) -> None:
 
 def _check_arrays(store, report: VerifyReport) -> None:
     layout = store.layout
-    expected = {"beta": (np.dtype("float32"), "nan"), "coverage": (store.coverage_dtype, 0)}
-    for name, (dtype, fill) in expected.items():
+    main = ((layout.sample_block, layout.cpg_shard), (layout.chunk_rows, layout.cpg_chunk))
+    expected = {"beta": (np.dtype("float32"), "nan", main), "coverage": (store.coverage_dtype, 0, main)}
+    if layout.by_cpg_chunk:
+        expected["beta_by_cpg"] = (np.dtype("float32"), "nan", ((layout.sample_block, layout.by_cpg_shard(store.n_cpgs)),
+                                                                (layout.sample_block, layout.by_cpg_chunk)))
+    for name, (dtype, fill, (shards, chunks)) in expected.items():
         arr = store.array(name)  # raises CorruptStoreError on a broken zarr.json or a short shape
         meta = arr.metadata
         if arr.dtype != dtype:
             report.problems.append(f"{name}: dtype {arr.dtype}, the manifest says {dtype}")
-        if tuple(arr.shards or ()) != (layout.sample_block, layout.cpg_shard) or tuple(arr.chunks) != (
-            layout.chunk_rows, layout.cpg_chunk
-        ):
+        if tuple(arr.shards or ()) != shards or tuple(arr.chunks) != chunks:
             report.problems.append(f"{name}: shards {arr.shards} / chunks {arr.chunks}, the manifest says "
-                                   f"{(layout.sample_block, layout.cpg_shard)} / {(layout.chunk_rows, layout.cpg_chunk)}")
+                                   f"{shards} / {chunks}")
         if tuple(meta.dimension_names or ()) != ("sample", "cpg"):
             report.problems.append(f"{name}: dimension names {meta.dimension_names}, expected ('sample', 'cpg')")
         value = arr.fill_value
@@ -173,9 +176,8 @@ def _check_blocks(store, report: VerifyReport) -> None:
     from xr_methyl.store import block_record_key
 
     commit, layout = store.commit, store.layout
-    arrays = {name: store.array(name) for name in ("beta", "coverage")}
+    arrays = {name: store.array(name) for name in store.array_names}
     n_blocks = commit.n_rows // layout.sample_block
-    width = layout.cpg_shard
     unrecorded = shards = 0
     for b in range(n_blocks):
         try:
@@ -188,12 +190,17 @@ def _check_blocks(store, report: VerifyReport) -> None:
             record = None
         rows = slice(b * layout.sample_block, (b + 1) * layout.sample_block)
         padding = [i - rows.start for i in range(rows.start, rows.stop) if commit.rows[i] is None]
+        beta_shards: dict[int, np.ndarray] = {}
         for name, arr in arrays.items():
             keys = store.shard_keys(name, b, arr)
             if record is not None:
                 shards += _check_recorded(store, report, name, b, keys, record.get(name, {}))
+            width = arr.shards[1]
             for j in range(math.ceil(store.n_cpgs / width)):
                 try:
+                    if name == "beta_by_cpg":
+                        _check_copy(store, report, arr, keys[j], rows, j * width, min((j + 1) * width, store.n_cpgs))
+                        continue
                     values = arr[rows, j * width : (j + 1) * width]
                 except Exception as err:  # a damaged shard: the codec says why
                     report.problems.append(f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: "
@@ -205,6 +212,19 @@ def _check_blocks(store, report: VerifyReport) -> None:
                             "kept): their shards were decoded, but a missing shard reads as empty and goes unseen")
     report.checked["blocks"] = n_blocks
     report.checked["shards"] = shards
+
+
+def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int) -> None:
+    """One shard of the CpG-major copy must hold what beta holds (read by the reader that reads it)."""
+    from xr_methyl.bycpg import read_by_cpg
+
+    wanted = np.arange(rows.start, rows.stop)
+    copy = read_by_cpg(arr, wanted, np.arange(lo, hi), block=store.layout.sample_block)
+    beta = store.array("beta")[rows, lo:hi]
+    if not np.array_equal(copy, beta, equal_nan=True):
+        i, j = (int(x[0]) for x in np.nonzero(~((copy == beta) | (np.isnan(copy) & np.isnan(beta)))))
+        report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) differs from beta.zarr, e.g. at row "
+                               f"{rows.start + i}, CpG {lo + j}: {copy[i, j]!r} vs {beta[i, j]!r}")
 
 
 def _check_recorded(store, report: VerifyReport, name: str, block: int, keys: list[str], recorded: dict) -> int:
