@@ -445,33 +445,49 @@ def _block(store, seed: int, width: int):
 
 @case
 def append(p: dict[str, Any]) -> dict[str, Any]:
-    """Append 8-sample batches with values on every CpG (median of 5); count bytes of existing objects touched."""
+    """Append 8-sample batches with values on every CpG to each store of ``stores``, taking turns.
+
+    Turns, in one process, so that what the machine does meanwhile (the kernel
+    writing back the previous appends' pages, above all) falls on every store
+    alike; the median of 5 appends per store counts.  Bytes of existing objects
+    read or rewritten are counted per store.
+    """
     from xr_methyl import MethylStore
 
-    store = MethylStore.open(p["store"])
-    store.verify_axis()  # once per store object: not part of an append's cost
-    beta, cov = _block(store, 10_000, store.n_cpgs)
-    root = Path(p["store"])
-    before = _files(root)
+    stores = {path: MethylStore.open(path) for path in p["stores"]}
+    for store in stores.values():
+        store.verify_axis()  # once per store object: not part of an append's cost
+    first = next(iter(stores.values()))
+    beta, cov = _block(first, 10_000, first.n_cpgs)
+    before = {path: _files(Path(path)) for path in stores}
+    counters = {path: {"read": {}, "written": 0} for path in stores}
+    times: dict[str, list[float]] = {path: [] for path in stores}
     counter = ByteCounter()
-    times = []
     for k in range(p.get("repeats", 5)):
-        t0 = time.perf_counter()
-        store.append(f"new{k}", [f"N{k}_{i}" for i in range(len(beta))], beta, cov)
-        times.append(time.perf_counter() - t0)
-    seconds = float(np.median(times))
-    after = _files(root)
-    existing_data = {f for f in before if "/c/" in f}
-    return {
-        "seconds": seconds,
-        "all_seconds": times,
-        "existing_shard_bytes_read": sum(n for f, n in counter.read.items() if f in existing_data),
-        "existing_shards_rewritten": sum(1 for f in existing_data if after.get(f) != before[f]),
-        "existing_metadata_rewritten": sorted(
-            os.path.relpath(f, root) for f in before if f not in existing_data and after.get(f) != before[f]
-        ),
-        "new_bytes_written": sum(counter.written.values()),
-    }
+        for path, store in stores.items():
+            counter.reset()
+            t0 = time.perf_counter()
+            store.append(f"new{k}", [f"N{k}_{i}" for i in range(len(beta))], beta, cov)
+            times[path].append(time.perf_counter() - t0)
+            for f, n in counter.read.items():
+                counters[path]["read"][f] = counters[path]["read"].get(f, 0) + n
+            counters[path]["written"] += sum(counter.written.values())
+    out = {}
+    for path in stores:
+        root, after = Path(path), _files(Path(path))
+        existing_data = {f for f in before[path] if "/c/" in f}
+        out[path] = {
+            "seconds": float(np.median(times[path])),
+            "all_seconds": times[path],
+            "existing_shard_bytes_read": sum(n for f, n in counters[path]["read"].items() if f in existing_data),
+            "existing_shards_rewritten": sum(1 for f in existing_data if after.get(f) != before[path][f]),
+            "existing_metadata_rewritten": sorted(
+                os.path.relpath(f, root) for f in before[path]
+                if f not in existing_data and after.get(f) != before[path][f]
+            ),
+            "new_bytes_written": counters[path]["written"] // len(times[path]),
+        }
+    return {"stores": out}
 
 
 # ----------------------------------------------------------------------------- open / index
