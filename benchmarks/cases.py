@@ -260,7 +260,7 @@ def build_read_store(p: dict[str, Any]) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     wh = LocalWarehouse(p["warehouse"])
-    layout = Layout(by_cpg_chunk=p.get("by_cpg_chunk", 0))
+    layout = Layout(by_cpg_chunk=p.get("by_cpg_chunk", 0), by_cpg_codec=p.get("by_cpg_codec", "zstd"))
     store = MethylStore.create(p["store"], warehouse=wh, layout=layout)
     Loader(store, wh).ingest(p["samples"], progress=False)
     twin = MethylStore.create(p["twin"], warehouse=wh) if p.get("twin") else None
