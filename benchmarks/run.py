@@ -108,6 +108,13 @@ def measure(size: str, work: Path, log) -> dict[str, Any]:
     # The pivot last: its memory pushes the store's files out of the page cache.
     r["read_pivot"] = run_case("read_pivot", reads, log)
     shutil.rmtree(read_store, ignore_errors=True)
+    # The same store with the copy's chunks stored raw (by_cpg_codec="raw"), for the scattered read alone.
+    raw_store = str(work / "read-raw.methyl.zarr")
+    r["build_read_store_raw"] = run_case("build_read_store", {"warehouse": wh, "store": raw_store, "samples": all_ids,
+                                                              "rows": z["read_rows"], "by_cpg_chunk": 64,
+                                                              "by_cpg_codec": "raw"}, log)
+    r["read_cpgs_raw"] = run_case("read_cpgs", {"store": raw_store, "n": z["scattered"]}, log)
+    shutil.rmtree(raw_store, ignore_errors=True)
 
     log("appends")
     paths = {n: str(work / f"append{n}.methyl.zarr") for n in (1, z["append_batches"])}
@@ -198,23 +205,25 @@ def rows(r: dict[str, Any], z: dict[str, int]) -> list[dict[str, str]]:
         ratio(_get(ens, "seconds"), _get(zr, "seconds")), "<= 1.2x", 1.2, "lower",
         f"{s(_get(ens, 'seconds'))}",
         f"{s(_get(zr, 'seconds'))} (first run {s(_get(zr, 'first_seconds'))}; {ways}), peak {mb(_get(zr, 'peak_rss'))}")
-    rc, brs = r.get("read_cpgs", {}), r.get("build_read_store", {})
-    main_ratio = ratio(_get(rc, "main_scattered_seconds"), _get(rc, "full_seconds"))
-    copy_bytes = ratio(_get(brs, "bytes", "beta_by_cpg"), _get(brs, "bytes", "beta"))
-    append_extra = ratio(_get(brs, "append_seconds"), _get(brs, "twin_append_seconds"))
-    add(f"{z['scattered']:,} scattered CpGs x all {z['read_rows']} samples, time vs full-matrix read "
-        "(store with Layout(by_cpg_chunk=64))",
-        ratio(_get(rc, "scattered_seconds"), _get(rc, "full_seconds")), "<= 0.1x", 0.1, "lower",
-        f"{s(_get(rc, 'scattered_seconds'))} (first run {s(first(rc, 'scattered_all_seconds'))}), "
-        f"{mb(_get(rc, 'scattered_bytes'))} read; default layout (beta "
-        f"alone): {'n/a' if main_ratio is None else f'{main_ratio:.2f}x'}, "
-        f"{s(_get(rc, 'main_scattered_seconds'))}, {mb(_get(rc, 'main_scattered_bytes'))} read; the copy: "
-        f"{mb(_get(brs, 'bytes', 'beta_by_cpg'))} on disk ("
-        + ("n/a" if copy_bytes is None else f"{copy_bytes:.2f}x beta's") + "), append "
-        f"{s(_get(brs, 'append_seconds'))} vs {s(_get(brs, 'twin_append_seconds'))} without it ("
-        + ("n/a" if append_extra is None else f"{append_extra:.2f}x") + ")",
-        f"{s(_get(rc, 'full_seconds'))} (first run {s(first(rc, 'full_all_seconds'))}), {mb(_get(rc, 'full_bytes'))} "
-        f"read, peak {mb(_get(rc, 'peak_rss'))}")
+    twin_append = _get(r, "build_read_store", "twin_append_seconds")
+    for codec, rc, brs in (("zstd", r.get("read_cpgs", {}), r.get("build_read_store", {})),
+                           ("raw", r.get("read_cpgs_raw", {}), r.get("build_read_store_raw", {}))):
+        main_ratio = ratio(_get(rc, "main_scattered_seconds"), _get(rc, "full_seconds"))
+        copy_bytes = ratio(_get(brs, "bytes", "beta_by_cpg"), _get(brs, "bytes", "beta"))
+        append_extra = ratio(_get(brs, "append_seconds"), twin_append)
+        add(f"{z['scattered']:,} scattered CpGs x all {z['read_rows']} samples, time vs full-matrix read "
+            f"(store with Layout(by_cpg_chunk=64, by_cpg_codec={codec!r}))",
+            ratio(_get(rc, "scattered_seconds"), _get(rc, "full_seconds")), "<= 0.1x", 0.1, "lower",
+            f"{s(_get(rc, 'scattered_seconds'))} (first run {s(first(rc, 'scattered_all_seconds'))}), "
+            f"{mb(_get(rc, 'scattered_bytes'))} read; beta alone (a default store): "
+            f"{'n/a' if main_ratio is None else f'{main_ratio:.2f}x'}, "
+            f"{s(_get(rc, 'main_scattered_seconds'))}, {mb(_get(rc, 'main_scattered_bytes'))} read; the copy: "
+            f"{mb(_get(brs, 'bytes', 'beta_by_cpg'))} on disk ("
+            + ("n/a" if copy_bytes is None else f"{copy_bytes:.2f}x beta's") + "), append "
+            f"{s(_get(brs, 'append_seconds'))} vs {s(twin_append)} without it ("
+            + ("n/a" if append_extra is None else f"{append_extra:.2f}x") + ")",
+            f"{s(_get(rc, 'full_seconds'))} (first run {s(first(rc, 'full_all_seconds'))}), "
+            f"{mb(_get(rc, 'full_bytes'))} read, peak {mb(_get(rc, 'peak_rss'))}")
     big, one = r.get(f"append_{z['append_batches']}", {}), r.get("append_1", {})
     touched = None if not big else big.get("existing_shard_bytes_read", 0) + big.get("existing_shards_rewritten", 0)
     add(f"append one 8-sample batch to a store of {z['append_batches']} batches vs to a store of 1",

@@ -17,5 +17,5 @@ def test_the_benchmark_runs_every_comparison(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "results.json").read_text())
     assert not [name for name, case in result["cases"].items() if "error" in case]
-    assert len(result["table"]) == 10 and all(row["ratio"] != "n/a" for row in result["table"])
+    assert len(result["table"]) == 11 and all(row["ratio"] != "n/a" for row in result["table"])
     assert (tmp_path / "results.md").read_text().startswith("Size `tiny`")
