@@ -102,6 +102,15 @@ class CpgLookup:
             words.append(raw & mask)
         return words, fits
 
+    def _holds(self, cand: np.ndarray, words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Which candidate slots are occupied, and which hold the id whose ``words`` are given."""
+        table = np.take(self.words, cand, axis=0)  # an empty slot's -1 reads the last row; `occupied` masks it
+        occupied = cand >= 0
+        same = occupied.copy()
+        for k, word in enumerate(words):
+            same &= table[:, k] == word
+        return occupied, same
+
     def columns(self, strings: pa.Array) -> np.ndarray:
         """Column of each string (int64), -1 for strings not on the axis."""
         words, fits = self.words_of(strings)
@@ -115,23 +124,14 @@ class CpgLookup:
         mask = (1 << self.bits) - 1
         # First probe, for every id at once (most ids sit in their own slot).
         cand = self.slots[where]
-        table = np.take(self.words, cand, axis=0)  # an empty slot's -1 reads the last row; `occupied` masks it
-        occupied = cand >= 0
-        same = occupied.copy()
-        for k, word in enumerate(words):
-            same &= table[:, k] == word
+        occupied, same = self._holds(cand, words)
         found = np.where(same, cand, -1).astype(np.int64)
-        del table
         # Then the next slots, for the ids whose slot holds another id, until an empty slot ends each search.
         rows = np.flatnonzero(occupied & ~same)
         where = (where[rows] + 1) & mask
         while len(rows):
             cand = self.slots[where]
-            table = np.take(self.words, cand, axis=0)
-            occupied = cand >= 0
-            same = occupied.copy()
-            for k, word in enumerate(words):
-                same &= table[:, k] == word[rows]
+            occupied, same = self._holds(cand, [word[rows] for word in words])
             found[rows[same]] = cand[same]
             go_on = occupied & ~same
             rows, where = rows[go_on], (where[go_on] + 1) & mask
