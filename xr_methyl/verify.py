@@ -177,6 +177,7 @@ def _check_blocks(store, report: VerifyReport) -> None:
 
     commit, layout = store.commit, store.layout
     arrays = {name: store.array(name) for name in store.array_names}
+    copy = arrays.get("beta_by_cpg")
     n_blocks = commit.n_rows // layout.sample_block
     unrecorded = shards = 0
     for b in range(n_blocks):
@@ -190,23 +191,26 @@ def _check_blocks(store, report: VerifyReport) -> None:
             record = None
         rows = slice(b * layout.sample_block, (b + 1) * layout.sample_block)
         padding = [i - rows.start for i in range(rows.start, rows.stop) if commit.rows[i] is None]
-        beta_shards: dict[int, np.ndarray] = {}
+        copy_keys = store.shard_keys("beta_by_cpg", b, copy) if copy is not None else []
         for name, arr in arrays.items():
             keys = store.shard_keys(name, b, arr)
             if record is not None:
                 shards += _check_recorded(store, report, name, b, keys, record.get(name, {}))
+            if name == "beta_by_cpg":
+                continue  # its values are checked against beta's, shard by shard, below
             width = arr.shards[1]
             for j in range(math.ceil(store.n_cpgs / width)):
                 try:
-                    if name == "beta_by_cpg":
-                        _check_copy(store, report, arr, keys[j], rows, j * width, min((j + 1) * width, store.n_cpgs))
-                        continue
                     values = arr[rows, j * width : (j + 1) * width]
                 except Exception as err:  # a damaged shard: the codec says why
                     report.problems.append(f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: "
                                            f"{type(err).__name__}: {err}")
-                    continue
-                _check_values(report, name, keys[j], values, padding, commit.rows[rows])
+                    values = None
+                if name == "beta" and copy is not None:  # the copy's shard j covers the same CpGs
+                    _check_copy(store, report, copy, copy_keys[j], rows, j * width,
+                                min((j + 1) * width, store.n_cpgs), values)
+                if values is not None:
+                    _check_values(report, name, keys[j], values, padding, commit.rows[rows])
     if unrecorded:
         report.notes.append(f"{unrecorded} committed block(s) have no shard record (appended before records were "
                             "kept): their shards were decoded, but a missing shard reads as empty and goes unseen")
@@ -214,13 +218,24 @@ def _check_blocks(store, report: VerifyReport) -> None:
     report.checked["shards"] = shards
 
 
-def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int) -> None:
-    """One shard of the CpG-major copy must hold what beta holds (read by the reader that reads it)."""
+def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int,
+                beta: np.ndarray | None) -> None:
+    """One shard of the CpG-major copy must hold what beta holds (read by the reader that reads it).
+
+    ``beta``: beta's values there, as the check of beta's shard decoded them (None: it did not decode,
+    and is read here again, so that the copy's own damage is still reported).
+    """
     from xr_methyl.bycpg import read_by_cpg
 
-    wanted = np.arange(rows.start, rows.stop)
-    copy = read_by_cpg(arr, wanted, np.arange(lo, hi), block=store.layout.sample_block)
-    beta = store.array("beta")[rows, lo:hi]
+    try:
+        wanted = np.arange(rows.start, rows.stop)
+        copy = read_by_cpg(arr, wanted, np.arange(lo, hi), block=store.layout.sample_block)
+        if beta is None:
+            beta = store.array("beta")[rows, lo:hi]
+    except Exception as err:  # a damaged shard: the codec says why
+        report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) does not decode: "
+                               f"{type(err).__name__}: {err}")
+        return
     if not np.array_equal(copy, beta, equal_nan=True):
         i, j = (int(x[0]) for x in np.nonzero(~((copy == beta) | (np.isnan(copy) & np.isnan(beta)))))
         report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) differs from beta.zarr, e.g. at row "
