@@ -255,7 +255,7 @@ class ByCpgReader:
         from concurrent.futures import ThreadPoolExecutor
 
         plans, inverse = plan_gather(rows, cols, block=self.block, chunk=self.chunk, width=self.width)
-        distinct = len(np.unique(cols))
+        distinct = int(inverse.max()) + 1 if len(inverse) else 0  # plan_gather's sorted distinct columns
         out = np.empty((len(rows), distinct), dtype=np.float32)
         workers = max(1, min(len(plans), os.cpu_count() or 1))
         if workers == 1:
