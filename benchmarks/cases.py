@@ -293,17 +293,29 @@ def build_read_store(p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _repeat(fn, times: int) -> dict[str, Any]:
-    """Run ``fn`` ``times`` in this process: the first run (with its one-off costs) and the median of the rest."""
-    seconds, value = [], None
-    for _ in range(times):
+def _repeat(fn, times: int, *, count_bytes: bool = False) -> tuple[dict[str, Any], Any]:
+    """Run ``fn`` ``times`` in this process: the first run (with its one-off costs) and the median of the rest.
+
+    Returns the timings (with a checksum and the shape of the result) and the last result.  With
+    ``count_bytes``, ``bytes`` is what the first run read from disk, counted in that run only (the
+    counter costs a syscall per read, which would weigh on the timed runs of many small reads).
+    """
+    seconds, value, first_bytes = [], None, 0
+    for k in range(times):
         value = None  # free the previous result first, as a user's next read would
+        counter = ByteCounter() if count_bytes and k == 0 else None
         t0 = time.perf_counter()
         value = fn()
         seconds.append(time.perf_counter() - t0)
+        if counter is not None:
+            first_bytes = counter.bytes_read
+            counter.remove()
     steady = seconds[1:] or seconds
-    return {"seconds": float(np.median(steady)), "first_seconds": seconds[0], "all_seconds": seconds,
-            "checksum": float(np.nansum(value, dtype=np.float64)), "shape": list(value.shape)}
+    timings = {"seconds": float(np.median(steady)), "first_seconds": seconds[0], "all_seconds": seconds,
+               "checksum": float(np.nansum(value, dtype=np.float64)), "shape": list(value.shape)}
+    if count_bytes:
+        timings["bytes"] = first_bytes
+    return timings, value
 
 
 @case
@@ -318,7 +330,7 @@ def read_ensure(p: dict[str, Any]) -> dict[str, Any]:
         ds = xr.open_dataset(p["store"], engine="methylzarr")
         return ds.methyl.ensure(p["samples"], progress=False).beta.values
 
-    return _repeat(read, p.get("repeats", 5))
+    return _repeat(read, p.get("repeats", 5))[0]
 
 
 def _zarr_rows(p: dict[str, Any]):
@@ -358,7 +370,7 @@ def read_zarr(p: dict[str, Any]) -> dict[str, Any]:
         return out
 
     for name, fn in (("blocks", blocks), ("rows", by_row)):
-        ways[name] = _repeat(fn, p.get("repeats", 5))
+        ways[name], _ = _repeat(fn, p.get("repeats", 5))
     best = min(ways, key=lambda name: ways[name]["seconds"])
     return {**ways[best], "way": best, "ways": ways}
 
@@ -389,20 +401,8 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
     store = MethylStore.open(p["store"])
     rows = np.array([i for i, s in enumerate(store.commit.rows) if s is not None])
 
-    def runs(fn) -> tuple[dict[str, Any], np.ndarray]:
-        """``fn`` run ``repeats`` times: the median of the runs after the first counts; bytes of the first
-        (counted in that run only: counting costs a syscall per read)."""
-        times, value, first_bytes = [], None, 0
-        for k in range(p.get("repeats", 3)):
-            value = None
-            counter = ByteCounter() if k == 0 else None
-            t0 = time.perf_counter()
-            value = fn()
-            times.append(time.perf_counter() - t0)
-            if counter is not None:
-                first_bytes = counter.bytes_read
-                counter.remove()
-        return {"seconds": float(np.median(times[1:] or times)), "all_seconds": times, "bytes": first_bytes}, value
+    def runs(fn):
+        return _repeat(fn, p.get("repeats", 3), count_bytes=True)
 
     some, some_values = runs(lambda: xr.open_dataset(p["store"], engine="methylzarr").beta.isel(cpg=cols).values)
     main, main_values = runs(lambda: read_rows(MethylStore.open(p["store"]).array("beta"), rows, cols,
