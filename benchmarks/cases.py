@@ -44,7 +44,7 @@ class ByteCounter:
 
     zarr 3.1 reaches files through two module-level helpers of ``zarr.storage._local``
     (from its async and its sync paths alike): wrapping them sees every byte.  xr_methyl's
-    own reader of local shards (:mod:`xr_methyl.rowread`) reads with ``os.pread``, wrapped too.
+    own reader of local shards (:mod:`xr_methyl.zarrio.rowread`) reads with ``os.pread``, wrapped too.
     """
 
     def __init__(self) -> None:
@@ -188,7 +188,7 @@ def ingest(p: dict[str, Any]) -> dict[str, Any]:
                                dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
         client = Client(cluster)
         # Worker start-up stays out of the timed region, as the imports of the single process do.
-        for module in ("xr_methyl.loader", "xr_methyl.locate", "pyarrow.parquet", "zarr"):
+        for module in ("xr_methyl.ingest.loader", "xr_methyl.ingest.locate", "pyarrow.parquet", "zarr"):
             client.run(importlib.import_module, module)
         extra["cluster_start_seconds"] = time.perf_counter() - t0
     rss0 = rss_now()
@@ -393,7 +393,7 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
     import xarray as xr
 
     import xr_methyl  # noqa: F401
-    from xr_methyl.rowread import read_rows
+    from xr_methyl.zarrio.rowread import read_rows
     from xr_methyl.store import MethylStore
 
     n_cpgs = xr.open_dataset(p["store"], engine="methylzarr").sizes["cpg"]

@@ -1,25 +1,16 @@
-"""Offline AWS for tests: fixtures over :mod:`xr_methyl.testing.local_aws`.
+"""Offline AWS for tests: helpers over :mod:`xr_methyl.testing.local_aws`.
 
-Test modules import the fixtures they use from here.  No test needs AWS
-credentials: dummy ones are set while moto's server runs (the session), and
-every client is pointed at the local servers explicitly.
+The ``moto_server`` fixture is in conftest.py.  No test needs AWS credentials:
+dummy ones are set while moto's server runs (the session), and every client is
+pointed at the local servers explicitly.
 """
 
 from __future__ import annotations
 
-import pytest
-
 from xr_methyl.testing import local_aws
 from xr_methyl.testing.local_aws import REGION, Moto, glue_warehouse, start_standin
 
-__all__ = ["REGION", "Moto", "athena_for", "glue_warehouse", "moto_server", "start_standin"]
-
-
-@pytest.fixture(scope="session")
-def moto_server():
-    """moto's server on a free port, with dummy credentials in the environment."""
-    with local_aws.moto_server() as moto:
-        yield moto
+__all__ = ["REGION", "Moto", "athena_for", "glue_warehouse", "start_standin"]
 
 
 def athena_for(standin, moto: Moto, bucket: str, **options):

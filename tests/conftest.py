@@ -1,11 +1,13 @@
-# --- end-to-end fixtures: warehouse -> store -> dataset ---
 """Shared fixtures: one small synthetic cohort per session, and the truth to compare with.
 
 The truth is computed independently of xr_methyl's export, locate and scatter:
-the Iceberg tables are read back with pyiceberg and pivoted with pandas.
+the Iceberg tables are read back with pyiceberg and pivoted with pandas.  The
+fixture chain is warehouse -> store -> dataset; the test folders mirror the
+package and run from the lowest layer up, so the lowest broken layer fails first.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,18 @@ from xr_methyl import LocalWarehouse, MethylStore
 from xr_methyl.synthetic import build_cohort
 
 N_SAMPLES, N_CPGS, BATCH_SIZE = 20, 3000, 8
+
+#: Test folders from the lowest layer of the package up; folders not listed run last.
+LAYER_ORDER = ["zarrio", "storage", "warehouse", "store", "ingest", "dataset", "analysis", "cli", "reliability",
+               "examples"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        folder = Path(item.path).parent.name
+        return LAYER_ORDER.index(folder) if folder in LAYER_ORDER else len(LAYER_ORDER)
+
+    items.sort(key=rank)  # stable: each folder keeps its files' and tests' order
 
 
 @dataclass
@@ -59,6 +73,15 @@ def axis_cache(tmp_path_factory):
         os.environ.pop("XR_METHYL_CACHE", None)
     else:
         os.environ["XR_METHYL_CACHE"] = saved
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 and Glue server on a free port, with dummy credentials in the environment (started on first use)."""
+    from xr_methyl.testing import local_aws
+
+    with local_aws.moto_server() as moto:
+        yield moto
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ Importing this package registers the ``.methyl`` accessor and stays light:
 pyiceberg, duckdb, pyathena and boto3 load only where they are used.
 """
 
-from xr_methyl import accessor as _accessor  # noqa: F401  (registers ds.methyl)
+from xr_methyl.dataset import accessor as _accessor  # noqa: F401  (registers ds.methyl)
 from xr_methyl.errors import (
     CorruptStoreError,
     DataError,
@@ -32,7 +32,7 @@ from xr_methyl.errors import (
     UnknownSamplesError,
     WarehouseError,
 )
-from xr_methyl.loader import Loader, LoadReport
+from xr_methyl.ingest.loader import Loader, LoadReport
 from xr_methyl.store import Layout, MethylStore
 from xr_methyl.warehouse import AthenaWarehouse, Export, IcebergWarehouse, LocalWarehouse, Warehouse, open_warehouse
 

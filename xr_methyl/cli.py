@@ -150,7 +150,7 @@ def _read_ids(args) -> list[str]:
 
 
 def _ensure(args) -> int:
-    from xr_methyl.loader import Loader
+    from xr_methyl.ingest.loader import Loader
 
     loader = Loader(args.store, args.warehouse, storage_options=_options(args))
     t0 = time.perf_counter()
@@ -205,7 +205,7 @@ def _info_lines(info: dict) -> list[str]:
 
 def _verify(args) -> int:
     """Exit 0 when healthy; 1 with the problems, one per line (the first line sums up)."""
-    from xr_methyl.verify import verify_store
+    from xr_methyl.store.verify import verify_store
 
     if args.against_warehouse < 0:
         raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")

@@ -11,7 +11,7 @@ import xarray as xr
 import zarr
 
 from xr_methyl import Layout, Loader, MethylStore
-from xr_methyl.backend import MethylZarrBackendEntrypoint
+from xr_methyl.dataset.backend import MethylZarrBackendEntrypoint
 
 
 @pytest.fixture

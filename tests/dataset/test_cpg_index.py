@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import xarray as xr
 
 from xr_methyl import CorruptStoreError, Layout, MethylStore
-from xr_methyl.cpg_axis import CpgAxis, sort_order
-from xr_methyl.cpg_index import CpgIndex
+from xr_methyl.store.cpg_axis import CpgAxis, sort_order
+from xr_methyl.dataset.cpg_index import CpgIndex
 
 N = 300
 
@@ -165,7 +165,7 @@ def test_a_changed_axis_of_the_same_length_is_refused_before_writing(tmp_path):
 )
 def test_composed_selections_are_what_numpy_gives(n, outer, inner):
     """isel of an isel: the columns the index keeps are numpy's, or numpy's IndexError."""
-    from xr_methyl.cpg_index import _columns, _compose
+    from xr_methyl.dataset.cpg_index import _columns, _compose
 
     cols = slice(*outer) if outer is not None else None
     key = slice(*inner) if isinstance(inner, tuple) else np.array(inner, dtype=np.int64)

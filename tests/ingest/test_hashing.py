@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xr_methyl.hashing import CpgLookup
+from xr_methyl.ingest.hashing import CpgLookup
 
 ids_strategy = st.lists(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
                                 max_size=30), min_size=1, max_size=200, unique=True)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.store.cpg_axis import CpgAxis
 from xr_methyl.errors import WarehouseError
-from xr_methyl.locate import Locator
+from xr_methyl.ingest.locate import Locator
 
 
 def rows_of(table):
@@ -92,7 +92,7 @@ def test_parquet_files_are_read_file_by_file_with_the_same_rows(tmp_path):
 
 
 def test_read_ahead_keeps_order_passes_errors_on_and_stops_when_the_reader_does():
-    from xr_methyl.locate import _read_ahead
+    from xr_methyl.ingest.locate import _read_ahead
 
     produced = []
 

@@ -23,7 +23,7 @@ PROBE = textwrap.dedent(
     """
     import json, resource
     import numpy as np
-    from xr_methyl._malloc import reuse_freed_memory
+    from xr_methyl.ingest._malloc import reuse_freed_memory
 
     def faults_of_loop():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xr_methyl.errors import DataError
-from xr_methyl.scatter import WideBlock, scatter
+from xr_methyl.ingest.scatter import WideBlock, scatter
 
 
 @st.composite

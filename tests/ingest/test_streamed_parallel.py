@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from xr_methyl import Layout, Loader, LocalWarehouse, MethylStore
-from xr_methyl.loader import plan_units
+from xr_methyl.ingest.loader import plan_units
 
 
 

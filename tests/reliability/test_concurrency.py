@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from xr_methyl import MethylStore
-from xr_methyl.faults import spawn_writer, stray_files
+from xr_methyl.testing.faults import spawn_writer, stray_files
 
 # Four overlapping requests over three batches: every sample is wanted by two writers or more.
 REQUESTS = [

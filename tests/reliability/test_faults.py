@@ -9,9 +9,9 @@ import zarr.storage
 
 from xr_methyl import Loader, LocalWarehouse, MethylStore, WarehouseError
 from xr_methyl.errors import StoreWriteError
-from xr_methyl.faults import run_trials, stray_files
-from xr_methyl.scatter import WideBlock
-from xr_methyl.storage import LocalStorage
+from xr_methyl.testing.faults import run_trials, stray_files
+from xr_methyl.ingest.scatter import WideBlock
+from xr_methyl.storage.local import LocalStorage
 
 FIRST = ["S0001", "S0009"]
 MORE = ["S0003", "S0012", "S0017", "S0018"]

@@ -12,8 +12,9 @@ import pytest
 
 from xr_methyl import Loader, LocalWarehouse, MethylStore
 from xr_methyl.errors import StoreLockedError
-from xr_methyl.faults import stray_files
-from xr_methyl.storage import LocalStorage, WriteLock, process_identity
+from xr_methyl.testing.faults import stray_files
+from xr_methyl.storage.leases import process_identity
+from xr_methyl.storage.local import LocalStorage, WriteLock
 
 IDS = ["S0002", "S0005", "S0011"]
 
@@ -107,7 +108,7 @@ def test_a_writer_that_lost_its_lock_does_not_commit(store, monkeypatch):
 
 HOLD = """
 import sys, time
-from xr_methyl.storage import LocalStorage
+from xr_methyl.storage.local import LocalStorage
 with LocalStorage(sys.argv[1]).lock("write.lock", timeout=5):
     print("held", flush=True)
     time.sleep(60)

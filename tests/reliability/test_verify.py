@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from xr_methyl import Loader, LocalWarehouse, MethylStore
-from xr_methyl.verify import verify_store
+from xr_methyl.store.verify import verify_store
 
 IDS = ["S0000", "S0004", "S0009", "S0013", "S0019"]
 

@@ -2,7 +2,7 @@
 
 No AWS credentials: moto's ThreadedMotoServer on a free port, dummy credentials
 for the session (see aws_support).  The store tests that do not depend on local
-paths also run on S3 (test_20's ``any_store``); these are what S3 adds.
+paths also run on S3 (tests/store/test_store.py's ``any_store``); these are what S3 adds.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import pyarrow as pa
 import pytest
 import xarray as xr
 
-from aws_support import moto_server  # noqa: F401  (fixture)
 from dask_support import two_worker_client
 from xr_methyl import Layout, Loader, MethylStore, StoreExistsError, StoreNotFoundError
 from xr_methyl.errors import StoreConflictError, StoreLockedError
-from xr_methyl.faults import stray_files
-from xr_methyl.s3storage import S3Storage
-from xr_methyl.storage import process_identity
+from xr_methyl.testing.faults import stray_files
+from xr_methyl.storage.s3 import S3Storage
+from xr_methyl.storage.leases import process_identity
 
 IDS = ["S0002", "S0005", "S0011"]
 #: Objects an append replaces by design (the commit, the write-ahead sidecars, the arrays' shape).
@@ -34,12 +33,12 @@ REPLACED_BY_AN_APPEND = {"sample_ids.json", "samples.json", "ingested_batches.js
 
 
 @pytest.fixture
-def bucket(moto_server):  # noqa: F811
+def bucket(moto_server):
     return moto_server.new_bucket()
 
 
 @pytest.fixture
-def s3_store(moto_server, bucket, warehouse):  # noqa: F811
+def s3_store(moto_server, bucket, warehouse):
     return MethylStore.create(f"s3://{bucket}/cohort.methyl.zarr", warehouse=warehouse,
                               storage_options=moto_server.options)
 
@@ -56,7 +55,7 @@ def put_lock(storage: S3Storage, **fields) -> None:
 
 
 # -- create, open, read ------------------------------------------------------------------------------------
-def test_create_writes_the_same_layout_as_on_disk(moto_server, bucket, tmp_path):  # noqa: F811
+def test_create_writes_the_same_layout_as_on_disk(moto_server, bucket, tmp_path):
     cpgs = pa.table({"cpg_id": [f"chr1:{100 + i}" for i in range(100)], "chrom": ["chr1"] * 100,
                      "pos": pa.array(range(100, 200), pa.int64())})
     layout = Layout(sample_block=4, chunk_rows=4, cpg_chunk=16, cpg_shard=64)
@@ -73,7 +72,7 @@ def test_create_writes_the_same_layout_as_on_disk(moto_server, bucket, tmp_path)
     assert moto_server.keys(bucket) == [f"deep/prefix/s.methyl.zarr/{k}" for k, _ in sorted(local.storage.walk())]
 
 
-def test_open_dataset_and_ensure_equal_the_pandas_pivot(moto_server, s3_store, truth):  # noqa: F811
+def test_open_dataset_and_ensure_equal_the_pandas_pivot(moto_server, s3_store, truth):
     uri = s3_store.storage.uri
     ds = xr.open_dataset(uri, engine="methylzarr", storage_options=moto_server.options)
     assert ds.sizes["sample"] == 0 and ds.attrs["methylzarr_store"] == uri
@@ -98,7 +97,7 @@ def test_open_dataset_and_ensure_equal_the_pandas_pivot(moto_server, s3_store, t
     assert stray_files(store.storage) == []
 
 
-def test_appends_never_rewrite_or_read_existing_objects(moto_server, s3_store, monkeypatch):  # noqa: F811
+def test_appends_never_rewrite_or_read_existing_objects(moto_server, s3_store, monkeypatch):
     import zarr.storage
 
     Loader(s3_store).ingest(IDS, progress=False)
@@ -168,7 +167,7 @@ print("done", flush=True)
 """
 
 
-def test_two_writer_processes_with_overlapping_samples(moto_server, s3_store, warehouse, truth):  # noqa: F811
+def test_two_writer_processes_with_overlapping_samples(moto_server, s3_store, warehouse, truth):
     requests = [["S0001", "S0002", "S0009", "S0016", "S0017"], ["S0017", "S0009", "S0010", "S0002", "S0018"]]
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, s3_store.storage.uri, str(warehouse.path),
                                moto_server.endpoint, *ids], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -229,14 +228,14 @@ def test_the_lock_is_refreshed_and_released_only_while_ours(s3_store):
 
 HOLD = """
 import sys, time
-from xr_methyl.s3storage import S3Storage
+from xr_methyl.storage.s3 import S3Storage
 with S3Storage(sys.argv[1], {"endpoint_url": sys.argv[2]}).lock("write.lock", timeout=5):
     print("held", flush=True)
     time.sleep(60)
 """
 
 
-def test_a_writer_killed_holding_the_lock_does_not_block_the_next(moto_server, s3_store, truth):  # noqa: F811
+def test_a_writer_killed_holding_the_lock_does_not_block_the_next(moto_server, s3_store, truth):
     holder = subprocess.Popen([sys.executable, "-c", HOLD, s3_store.storage.uri, moto_server.endpoint],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -256,7 +255,7 @@ class Crash(BaseException):  # passes every `except Exception`, as a kill would
     pass
 
 
-@pytest.mark.parametrize("fail_at", ["shard", "blocks/", "provenance.json"])  # the other steps: test_20[s3-*]
+@pytest.mark.parametrize("fail_at", ["shard", "blocks/", "provenance.json"])  # the other steps: test_store.py [s3-*]
 def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, monkeypatch, fail_at):
     import zarr.storage
 
@@ -341,7 +340,7 @@ MethylStore.create(uri, warehouse=warehouse, storage_options={"endpoint_url": en
 """
 
 
-def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, warehouse, monkeypatch):  # noqa: F811
+def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, warehouse, monkeypatch):
     import xr_methyl.store as store_module
 
     uri, opts = f"s3://{bucket}/c.methyl.zarr", moto_server.options
@@ -399,7 +398,7 @@ def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, ware
 
 
 # -- bad input ------------------------------------------------------------------------------------------
-def test_bad_locations_get_clear_errors(moto_server, bucket, warehouse):  # noqa: F811
+def test_bad_locations_get_clear_errors(moto_server, bucket, warehouse):
     opts = moto_server.options
     for call in (lambda: MethylStore.open("s3://no-such-bucket-xr/s", storage_options=opts),
                  lambda: MethylStore.create("s3://no-such-bucket-xr/s", cpg_ids=["a"], storage_options=opts),
@@ -457,7 +456,7 @@ def test_a_store_that_cannot_be_written_is_refused_before_the_warehouse_is_paid(
 SECRET = "FAKEs3cr3tKeyValue0123456789"
 
 
-def test_credentials_in_storage_options_never_reach_the_store(moto_server, bucket, warehouse):  # noqa: F811
+def test_credentials_in_storage_options_never_reach_the_store(moto_server, bucket, warehouse):
     opts = {**moto_server.options, "aws_access_key_id": "AKIAFAKEFAKE", "aws_secret_access_key": SECRET}
     store = MethylStore.create(f"s3://{bucket}/s.methyl.zarr", warehouse=warehouse, storage_options=opts)
     ds = xr.open_dataset(store.storage.uri, engine="methylzarr", storage_options=opts)
@@ -467,13 +466,13 @@ def test_credentials_in_storage_options_never_reach_the_store(moto_server, bucke
         assert SECRET.encode() not in store.storage.read_bytes(key), key
 
 
-def test_the_command_line_on_s3(moto_server, bucket, warehouse, truth, capsys):  # noqa: F811
+def test_the_command_line_on_s3(moto_server, bucket, warehouse, truth, capsys):
     from xr_methyl.cli import main
 
     uri = f"s3://{bucket}/cli.methyl.zarr"
     option = ["-o", f"endpoint_url={moto_server.endpoint}"]
 
-    def cli(*args):  # in this process (test_50 runs the installed command): the arguments are what is tested
+    def cli(*args):  # in this process (test_cli.py runs the installed command): the arguments are what is tested
         code = main([*map(str, args)])
         out, err = capsys.readouterr()
         return code, out, err
@@ -508,7 +507,7 @@ def client(tmp_path_factory):
         yield client
 
 
-def test_a_dask_cluster_fills_and_reads_the_s3_store(client, moto_server, s3_store, truth):  # noqa: F811
+def test_a_dask_cluster_fills_and_reads_the_s3_store(client, moto_server, s3_store, truth):
     import distributed
 
     ids = ["S0000", "S0003", "S0009", "S0010", "S0017", "S0019"]

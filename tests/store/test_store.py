@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 import zarr
 
-from aws_support import moto_server  # noqa: F401  (fixture)
 from xr_methyl import CorruptStoreError, DataError, Layout, MethylStore, StoreExistsError, StoreNotFoundError
 from xr_methyl.errors import StoreConflictError
 

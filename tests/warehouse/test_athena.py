@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from aws_support import REGION, athena_for, moto_server, start_standin  # noqa: F401  (fixtures)
-from test_10_warehouse_local import fill
+from aws_support import REGION, athena_for, start_standin
+from test_warehouse_local import fill
 from xr_methyl import AthenaWarehouse, LocalWarehouse, Loader, MethylStore, WarehouseError, open_warehouse
 
 

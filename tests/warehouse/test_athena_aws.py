@@ -4,7 +4,7 @@ Run with::
 
     XR_METHYL_TEST_ATHENA_URI='athena://<database>?unload_location=s3://...&s3_staging_dir=s3://...&region=...' \\
     XR_METHYL_TEST_SAMPLE_IDS='S0001,S0002' \\
-    python -m pytest -m aws tests/test_37_athena_aws.py
+    python -m pytest -m aws tests/warehouse/test_athena_aws.py
 
 Credentials come from the normal AWS chain.  The tests only read the tables
 (and write, then remove, UNLOAD output under the unload location); each run

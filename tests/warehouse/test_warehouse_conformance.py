@@ -24,9 +24,9 @@ import pyarrow.fs as pafs
 import pytest
 import xarray as xr
 
-from aws_support import athena_for, glue_warehouse, moto_server, start_standin  # noqa: F401  (fixtures)
+from aws_support import athena_for, glue_warehouse, start_standin
 from conftest import N_CPGS, N_SAMPLES, read_truth
-from test_10_warehouse_local import CPG_ORDER, INJECTION, SAMPLES, _expected, fill
+from test_warehouse_local import CPG_ORDER, INJECTION, SAMPLES, _expected, fill
 from xr_methyl import LocalWarehouse, Loader, MethylStore, Warehouse, open_warehouse
 from xr_methyl.errors import DataError
 from xr_methyl.synthetic import build_cohort

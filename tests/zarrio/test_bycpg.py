@@ -16,10 +16,9 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import xr_methyl.bycpg as bycpg
-from aws_support import moto_server  # noqa: F401  (fixture)
+import xr_methyl.zarrio.bycpg as bycpg
 from xr_methyl import Layout, MethylStore
-from xr_methyl.bycpg import by_cpg_cheaper, plan_gather, read_by_cpg
+from xr_methyl.zarrio.bycpg import by_cpg_cheaper, plan_gather, read_by_cpg
 from xr_methyl.cli import main as cli
 
 N_CPGS = 300  # three CpG shards of 128, the last one partial; its last copy chunk too (300 = 18 * 16 + 12)
@@ -287,13 +286,13 @@ def test_verify_finds_a_copy_whose_values_differ_from_beta(tmp_path):
 
 
 # -- S3: zarr's own reading of the copy ---------------------------------------------------------------
-def test_an_s3_store_reads_the_copy_through_zarr(moto_server, monkeypatch):  # noqa: F811
+def test_an_s3_store_reads_the_copy_through_zarr(moto_server, monkeypatch):
     uri = f"s3://{moto_server.new_bucket()}/s.methyl.zarr"
     store = MethylStore.create(uri, cpg_ids=cpg_table(), layout=layout(), storage_options=moto_server.options)
     beta = fill(store, batches=((5, 1), (3, 2)))
     used = []
     real = bycpg.read_by_cpg
-    monkeypatch.setattr("xr_methyl.backend.read_by_cpg", lambda *a, **k: used.append(1) or real(*a, **k))
+    monkeypatch.setattr("xr_methyl.dataset.backend.read_by_cpg", lambda *a, **k: used.append(1) or real(*a, **k))
     ds = xr.open_dataset(uri, engine="methylzarr", storage_options=moto_server.options)
     cols = [0, 17, 128, 299, 17]
     np.testing.assert_array_equal(ds.beta.isel(sample=[6, 0, 2], cpg=cols).values, beta[[6, 0, 2]][:, cols])

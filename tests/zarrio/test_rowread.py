@@ -1,4 +1,4 @@
-"""Reading lists of rows (xr_methyl.rowread): the pure plan, then both readers against plain zarr."""
+"""Reading lists of rows (xr_methyl.zarrio.rowread): the pure plan, then both readers against plain zarr."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, ShardingCodec, ZstdCodec
 
-from xr_methyl.rowread import LocalShardReader, plan_row_reads, read_rows
+from xr_methyl.zarrio.rowread import LocalShardReader, plan_row_reads, read_rows
 
 
 def apply_plan(plan, source: np.ndarray, n: int) -> np.ndarray:

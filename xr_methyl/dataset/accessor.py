@@ -11,7 +11,7 @@ from collections.abc import Hashable, Iterable
 import xarray as xr
 from numpy.typing import ArrayLike
 
-from xr_methyl.backend import _STORAGES, _WAREHOUSES, STORE_ATTR
+from xr_methyl.dataset.backend import _STORAGES, _WAREHOUSES, STORE_ATTR
 
 
 @xr.register_dataset_accessor("methyl")
@@ -46,7 +46,7 @@ class MethylAccessor:
         xarray.Dataset
             This Dataset restricted to those CpGs (in axis order; lazy).
         """
-        from xr_methyl.cpg_index import CpgIndex
+        from xr_methyl.dataset.cpg_index import CpgIndex
 
         index = self._ds.xindexes.get("cpg")
         if not isinstance(index, CpgIndex):
@@ -81,7 +81,7 @@ class MethylAccessor:
         UnknownSamplesError
             (a ``KeyError``) naming ids the warehouse does not know; nothing is written.
         """
-        from xr_methyl.loader import Loader
+        from xr_methyl.ingest.loader import Loader
 
         path = self.store_path
         wh = warehouse if warehouse is not None else _WAREHOUSES.get(path)

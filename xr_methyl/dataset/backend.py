@@ -16,9 +16,9 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from xr_methyl.bycpg import by_cpg_cheaper, read_by_cpg
-from xr_methyl.cpg_index import CpgIndex, locus_coords
-from xr_methyl.rowread import read_rows
+from xr_methyl.zarrio.bycpg import by_cpg_cheaper, read_by_cpg
+from xr_methyl.dataset.cpg_index import CpgIndex, locus_coords
+from xr_methyl.zarrio.rowread import read_rows
 
 STORE_ATTR = "methylzarr_store"
 
@@ -39,7 +39,7 @@ class StoreArray(BackendArray):
 
     ``by_cpg`` (beta of a store that keeps a CpG-major copy): the copy's key
     and layout; a list of CpGs that the copy reads more cheaply
-    (:func:`~xr_methyl.bycpg.by_cpg_cheaper`) is read from it.
+    (:func:`~xr_methyl.zarrio.bycpg.by_cpg_cheaper`) is read from it.
     """
 
     def __init__(self, array, rows: np.ndarray, chunk_rows: int, *, storage=None, key: str | None = None,

@@ -3,7 +3,7 @@
 A default xarray index over 28 M string ids costs seconds and gigabytes to
 build (a pandas Index), and more at the first ``.sel`` (its hash table).
 :class:`CpgIndex` answers the same questions from the store's memory-mapped
-look-up tables (:class:`~xr_methyl.cpg_axis.CpgAxis`): labels by binary search
+look-up tables (:class:`~xr_methyl.store.cpg_axis.CpgAxis`): labels by binary search
 over the sorted ids, regions by binary search over sorted locus keys.  Its
 coordinates ``cpg``, ``chrom`` and ``pos`` are lazy: only the elements shown or
 asked for are read.
@@ -23,7 +23,7 @@ import xarray as xr
 from xarray.core import indexing
 from xarray.core.indexes import Index, IndexSelResult
 
-from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.store.cpg_axis import CpgAxis
 
 DIM = "cpg"
 

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from xr_methyl._malloc import reuse_freed_memory
+from xr_methyl.ingest._malloc import reuse_freed_memory
 from xr_methyl.errors import (
     DataError,
     MethylError,
@@ -45,7 +45,7 @@ from xr_methyl.errors import (
     WarehouseError,
 )
 from xr_methyl.redact import redact
-from xr_methyl.scatter import WideBlock
+from xr_methyl.ingest.scatter import WideBlock
 from xr_methyl.store import MethylStore, RowRange
 from xr_methyl.warehouse import VALUE_TABLES, Warehouse, check_ids, open_warehouse
 from xr_methyl.warehouse.base import PROVENANCE_KEY
@@ -134,7 +134,7 @@ class Loader:
         samples' rows straight into place).  Repeated ids are repeated in the
         result, as ``.sel`` does.
         """
-        from xr_methyl.backend import samples_dataset
+        from xr_methyl.dataset.backend import samples_dataset
 
         ids = check_ids(sample_ids)
         self.ingest(ids, progress=progress)
@@ -317,7 +317,7 @@ _LOCATORS: dict[tuple[str | None, int], object] = {}
 
 
 def _locator(axis):
-    from xr_methyl.locate import Locator
+    from xr_methyl.ingest.locate import Locator
 
     key = (axis.source, len(axis))
     if key not in _LOCATORS or key[0] is None:

@@ -2,7 +2,7 @@
 
 Mapping string CpG ids to column positions is the whole cost of going from long
 to wide.  CpG ids are found in a numpy hash table over the store's axis
-(:class:`~xr_methyl.hashing.CpgLookup`, built once per locator), read straight
+(:class:`~xr_methyl.ingest.hashing.CpgLookup`, built once per locator), read straight
 from the Arrow buffers; sample ids, a handful per batch, are read as Parquet
 dictionary indices and mapped through a tiny table.  pyarrow decodes the next
 record batches in its own threads meanwhile.  No Python object is made per row.
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from xr_methyl.cpg_axis import CpgAxis
+from xr_methyl.store.cpg_axis import CpgAxis
 from xr_methyl.errors import WarehouseError
-from xr_methyl.hashing import CpgLookup
+from xr_methyl.ingest.hashing import CpgLookup
 
 
 @dataclass

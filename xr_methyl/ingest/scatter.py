@@ -2,7 +2,7 @@
 
 The loader feeds a :class:`WideBlock` with already-located rows: for each long
 row its sample row, its CpG column and its value.  Locating (strings ->
-positions) is the expensive part and lives in :mod:`xr_methyl.locate`; here
+positions) is the expensive part and lives in :mod:`xr_methyl.ingest.locate`; here
 each record batch costs a few vectorised numpy passes.
 """
 

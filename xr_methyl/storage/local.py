@@ -1,18 +1,4 @@
-"""Where a store's bytes live: the code that touches a store's files or objects.
-
-Two implementations of one :class:`Storage` protocol, picked by
-:func:`open_storage` from the store's location:
-
-* ``LocalStorage`` keeps a store in a directory (this module);
-* ``S3Storage`` keeps it under an ``s3://bucket/prefix`` (:mod:`xr_methyl.s3storage`).
-
-Everything a store writes goes through ``write_atomic`` (a whole object
-replaced at once, the way an S3 PUT behaves; optionally only if the object
-is unchanged since it was read, ``if_match``, or only if it is absent,
-``if_absent``) or through the zarr store it hands out.  A store is created in
-one step (:meth:`Storage.creating`) and written by one writer at a time
-(:meth:`Storage.lock`).
-"""
+"""A store in a directory on local disk: atomic replaces by rename, a lock file with a lease."""
 
 from __future__ import annotations
 
@@ -21,95 +7,32 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from xr_methyl.errors import StoreConflictError, StoreExistsError, StoreLockedError
+from xr_methyl.errors import StoreConflictError, StoreExistsError
+from xr_methyl.storage import json_bytes
+from xr_methyl.storage.leases import (
+    LEASE_SECONDS,
+    OWNER_FILE,
+    STAGING_LEASE_SECONDS,
+    LeaseLock,
+    owner_alive,
+    process_identity,
+    read_owner,
+    write_owner,
+)
 
 log = logging.getLogger(__name__)
-
-#: Lease of a lock: a holder on another host that has not refreshed its lock
-#: file for this long is presumed dead.  The holder refreshes it every lease/4.
-LEASE_SECONDS = 120.0
-#: A lock file that cannot be parsed (created, never filled) is stale after this long.
-UNREADABLE_GRACE_SECONDS = 10.0
-#: What a staging directory keeps of its creator, to tell a live one from a leftover.
-OWNER_FILE = ".owner.json"
-STAGING_LEASE_SECONDS = 3600.0
 
 # The process umask, read once (reading it means setting it).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-
-
-class Storage(Protocol):
-    """What a store needs of the place its bytes live (see :class:`LocalStorage`, ``S3Storage``).
-
-    Keys are ``/``-separated paths relative to the store.  Reads of a missing
-    key raise ``FileNotFoundError``; a conditional write that loses raises
-    :class:`~xr_methyl.errors.StoreConflictError` and writes nothing.
-    Implementations pickle as their location (and options), so a dask worker
-    can reopen them.
-    """
-
-    is_local: bool
-
-    @property
-    def uri(self) -> str: ...
-    def exists(self, key: str = "") -> bool: ...
-    def kind(self) -> Literal["missing", "file", "dir"]: ...
-    def read_bytes(self, key: str) -> bytes: ...
-    def read_json(self, key: str) -> Any: ...
-    def read_tagged(self, key: str) -> tuple[bytes, str]: ...
-    def write_atomic(self, key: str, data: bytes, *, if_match: str | None = None,
-                     if_absent: bool = False) -> str: ...
-    def write_json(self, key: str, value: Any, *, if_match: str | None = None, if_absent: bool = False) -> str: ...
-    def zarr_store(self, key: str, *, read_only: bool): ...
-    def list_dir(self, key: str) -> list[str]: ...
-    def walk(self, key: str = "") -> Iterator[tuple[str, int]]: ...
-    def size(self, key: str = "") -> int: ...
-    def age(self, key: str) -> float | None: ...
-    def remove(self, key: str) -> None: ...
-    def remove_tree(self, key: str) -> None: ...
-    def check_writable(self) -> None: ...
-    def lock(self, key: str, *, timeout: float, lease: float = ...): ...
-    def creating(self, *, manifest_key: str, lock_key: str, timeout: float): ...
-    def reclaim_staging(self, *, dry_run: bool = False, manifest_key: str = ..., lock_key: str = ...,
-                        timeout: float = ...) -> list[tuple[str, int]]: ...
-
-
-def open_storage(location, storage_options: Mapping[str, Any] | None = None) -> Storage:
-    """The storage of a store location: ``s3://bucket/prefix`` or a local path.
-
-    ``storage_options`` configure S3 (endpoint, region, credentials; see
-    :class:`xr_methyl.s3storage.S3Storage`); a local path takes none.  A
-    storage object is returned as it is.
-    """
-    if hasattr(location, "read_tagged") and hasattr(location, "uri"):  # already a storage
-        if storage_options:
-            raise ValueError("storage_options were given with a storage object; configure the storage instead")
-        return location
-    if isinstance(location, os.PathLike):
-        location = os.fspath(location)
-    if not isinstance(location, str):
-        raise TypeError(f"a store location must be a path or an s3:// URI, got {type(location).__name__}")
-    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
-    if scheme in ("s3", "s3a"):
-        from xr_methyl.s3storage import S3Storage
-
-        return S3Storage(location, storage_options)
-    if scheme not in ("", "file"):
-        raise ValueError(f"store location {location!r}: only local paths, file:// and s3:// URIs are supported")
-    if storage_options:
-        raise ValueError(f"storage_options are for s3:// stores; {location!r} is a local path")
-    return LocalStorage(location.removeprefix("file://") if scheme == "file" else location)
 
 
 class LocalStorage:
@@ -326,196 +249,10 @@ class LocalStorage:
         for p in self.root.parent.glob(f".{glob.escape(self.root.name)}.creating-*"):
             record = p / OWNER_FILE
             # No lease refresh while creating: a creator on another host gets an hour.
-            if p.is_dir() and not owner_alive(_read_owner(record), record if record.exists() else p,
+            if p.is_dir() and not owner_alive(read_owner(record), record if record.exists() else p,
                                               lease=STAGING_LEASE_SECONDS):
                 out.append(p)
         return out
-
-
-# -- who holds something: host, pid and the pid's start time ---------------------------------
-
-def process_identity() -> dict[str, Any]:
-    """Who this process is, in a form another process can check for liveness."""
-    return {
-        "host": socket.gethostname(),
-        "boot_id": _boot_id(),
-        "pid": os.getpid(),
-        "pid_start": _pid_start(os.getpid()),
-    }
-
-
-def owner_alive(owner: dict | None, path: Path, *, lease: float = LEASE_SECONDS) -> bool:
-    """Whether the process described by ``owner`` (see :func:`process_identity`) may still run.
-
-    On this host (same boot) the pid decides: gone, a zombie, or reused by a
-    process that started at another time means dead.  A holder on another host
-    is alive while ``path`` was refreshed (its mtime) within ``lease`` seconds;
-    an unreadable record, within :data:`UNREADABLE_GRACE_SECONDS`.
-    """
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return owner_alive_at(owner, age, lease=lease)
-
-
-def owner_alive_at(owner: dict | None, age: float, *, lease: float = LEASE_SECONDS) -> bool:
-    """:func:`owner_alive` for a record last refreshed ``age`` seconds ago."""
-    if not isinstance(owner, dict) or "host" not in owner or "pid" not in owner:
-        return age < UNREADABLE_GRACE_SECONDS
-    if owner.get("host") != socket.gethostname():
-        return age < float(owner.get("lease_seconds") or lease)
-    if owner.get("boot_id") and _boot_id() and owner["boot_id"] != _boot_id():
-        return False  # this host rebooted since: every process of then is gone
-    try:
-        pid = int(owner["pid"])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    except (ValueError, TypeError, OverflowError):
-        return age < UNREADABLE_GRACE_SECONDS
-    if _pid_state(pid) == "Z":
-        return False
-    started = _pid_start(pid)
-    return not (owner.get("pid_start") and started and owner["pid_start"] != started)
-
-
-def write_owner(directory: Path) -> None:
-    """Mark ``directory`` as being built by this process (for :meth:`LocalStorage.stale_siblings`)."""
-    (directory / OWNER_FILE).write_text(json.dumps(process_identity()))
-
-
-def _read_owner(path: Path) -> dict | None:
-    try:
-        return _read_owner_bytes(path.read_bytes())
-    except OSError:
-        return None
-
-
-def _read_owner_bytes(data: bytes) -> dict | None:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _pid_start(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None  # field 22: start time in ticks
-
-
-def _pid_state(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[0] if fields else None
-
-
-class LeaseLock:
-    """What every write lock shares: waiting for it, taking over a dead holder's, the heartbeat, the loss check.
-
-    Subclasses say how to take the lock (:meth:`_try_take`), look at the
-    current holder (:meth:`_look`), remove a dead holder's lock and only that
-    one (:meth:`_break`), refresh the lease (:meth:`_refresh`), release it
-    (:meth:`_release`) and tell whether it is still ours (:meth:`held`).
-    """
-
-    where: str
-
-    def __init__(self, where: str, *, timeout: float, lease: float = LEASE_SECONDS) -> None:
-        self.where = where
-        self.timeout = timeout
-        self.lease = lease
-        self.token = uuid.uuid4().hex
-        self.broken: list[dict | None] = []  # holders whose dead locks we took over
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def __enter__(self) -> Any:
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            if self._try_take():
-                self._stop.clear()
-                self._beat = threading.Thread(target=self._heartbeat, name="xr_methyl-lock-heartbeat", daemon=True)
-                self._beat.start()
-                return self
-            look = self._look()
-            if look is None:
-                continue  # released meanwhile: try again at once
-            alive, holder, seen = look
-            if not alive:
-                self._break(seen, holder)
-                continue
-            if time.monotonic() >= deadline:
-                raise StoreLockedError(
-                    f"the store is locked by another writer ({self.where} held by {_describe(holder)}); "
-                    f"waited {self.timeout:g} s. Retry later; a lock whose writer died is taken over "
-                    "automatically (same host: at once; other hosts: after its lease runs out)."
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.25)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join()
-        self._release()
-
-    def check(self) -> None:
-        """Raise :class:`StoreLockedError` if this lock was lost (taken over as dead)."""
-        if not self.held():
-            raise StoreLockedError(
-                f"lost the write lock {self.where} (another writer took it over, judging this one dead); "
-                "nothing was committed by this writer"
-            )
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.lease / 4):
-            if not self._refresh():
-                return
-
-    def _took_over(self, holder: dict | None) -> None:
-        log.warning("took over the write lock %s from a dead writer (%s)", self.where, _describe(holder))
-        self.broken.append(holder)
-
-    # -- what each kind of lock does -------------------------------------------------------------
-    def held(self) -> bool:
-        raise NotImplementedError
-
-    def _try_take(self) -> bool:
-        raise NotImplementedError
-
-    def _look(self) -> tuple[bool, dict | None, Any] | None:
-        """(holder alive?, its record, what identifies this lock version), or None if there is no lock."""
-        raise NotImplementedError
-
-    def _break(self, seen: Any, holder: dict | None) -> None:
-        raise NotImplementedError
-
-    def _refresh(self) -> bool:
-        """Refresh the lease; False stops the heartbeat (the lock is lost)."""
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        raise NotImplementedError
 
 
 class WriteLock(LeaseLock):
@@ -546,7 +283,7 @@ class WriteLock(LeaseLock):
 
     def held(self) -> bool:
         """Whether the lock file still names this lock."""
-        holder = _read_owner(self.path)
+        holder = read_owner(self.path)
         return bool(holder) and holder.get("token") == self.token
 
     # -- internals ------------------------------------------------------------------------
@@ -554,7 +291,7 @@ class WriteLock(LeaseLock):
         seen = self._stat()
         if seen is None:
             return None
-        holder = _read_owner(self.path)
+        holder = read_owner(self.path)
         return owner_alive(holder, self.path, lease=self.lease), holder, seen
 
     def _release(self) -> None:
@@ -610,7 +347,7 @@ class WriteLock(LeaseLock):
             return  # someone else broke it first
         try:
             st = moved.stat()
-            same = (st.st_ino, st.st_dev) == seen and _read_owner(moved) == holder
+            same = (st.st_ino, st.st_dev) == seen and read_owner(moved) == holder
             if not same:
                 # A fresh lock slipped in between our look and our rename: put it back.
                 try:
@@ -632,20 +369,9 @@ class WriteLock(LeaseLock):
         return True
 
 
-def json_bytes(value: Any) -> bytes:
-    """How every JSON object of a store is written."""
-    return json.dumps(value, indent=1, ensure_ascii=False).encode()
-
-
 def _file_tag(st: os.stat_result) -> str:
     # A replace makes a new inode; size and nanosecond mtime guard against a reused inode number.
     return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
-
-
-def _describe(holder: dict | None) -> str:
-    if not holder:
-        return "an unreadable lock record"
-    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('acquired_at', '?')}"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -44,15 +44,8 @@ from xr_methyl.errors import (
     StoreLockedError,
     StoreNotFoundError,
 )
-from xr_methyl.storage import (
-    LEASE_SECONDS,
-    OWNER_FILE,
-    LeaseLock,
-    _read_owner_bytes,
-    json_bytes,
-    owner_alive_at,
-    process_identity,
-)
+from xr_methyl.storage import json_bytes
+from xr_methyl.storage.leases import LEASE_SECONDS, OWNER_FILE, LeaseLock, owner_alive_at, process_identity, read_owner_bytes
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +571,7 @@ class S3WriteLock(LeaseLock):
     def held(self) -> bool:
         """Whether the lock object still names this lock."""
         try:
-            holder = _read_owner_bytes(self.storage.read_bytes(self.key))
+            holder = read_owner_bytes(self.storage.read_bytes(self.key))
         except FileNotFoundError:
             return False
         return bool(holder) and holder.get("token") == self.token
@@ -596,7 +589,7 @@ class S3WriteLock(LeaseLock):
             data, etag, age = self.storage.read_with_age(self.key)
         except FileNotFoundError:
             return None
-        holder = _read_owner_bytes(data)
+        holder = read_owner_bytes(data)
         return owner_alive_at(holder, age, lease=self.lease), holder, etag
 
     def _break(self, seen: Any, holder: dict | None) -> None:

@@ -5,10 +5,10 @@ Layout of a store directory, or of the objects under an ``s3://`` prefix (format
     beta.zarr/             (rows, n_cpgs) float32, NaN = missing, sharded
     coverage.zarr/         (rows, n_cpgs) unsigned int, 0 = no coverage, same grid
     beta_by_cpg.zarr/      optional (Layout.by_cpg_chunk): beta again, in CpG-major inner chunks,
-                           same shard grid (see :mod:`xr_methyl.bycpg`)
+                           same shard grid (see :mod:`xr_methyl.zarrio.bycpg`)
     cpg_ids.npy            the CpG axis, fixed at creation
     cpg_index/             loci and look-up tables of the axis, memory-mapped at open
-                           (see :mod:`xr_methyl.cpg_axis`; format 1 had cpg_loci.npz instead)
+                           (see :mod:`xr_methyl.store.cpg_axis`; format 1 had cpg_loci.npz instead)
     manifest.json          immutable facts: n_cpgs, sha256 of the axis, layout, warehouse
     ingested_batches.json  {batch_id: [sample_id, ...]}         (written ahead, see below)
     samples.json           per-sample metadata (batch, age, ...)   (written ahead)
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis, file_hashes, open_remote
+from xr_methyl.store.cpg_axis import INDEX_DIR, CpgAxis, file_hashes, open_remote
 from xr_methyl.errors import (
     CorruptStoreError,
     DataError,
@@ -64,7 +64,8 @@ from xr_methyl.errors import (
     StoreWriteError,
 )
 from xr_methyl.redact import redact
-from xr_methyl.storage import OWNER_FILE, Storage, json_bytes, open_storage
+from xr_methyl.storage import Storage, json_bytes, open_storage
+from xr_methyl.storage.leases import OWNER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Layout:
     ``by_cpg_chunk`` (opt-in; 0 = none) adds ``beta_by_cpg.zarr``, a CpG-major
     copy of beta with inner chunks of ``sample_block`` x ``by_cpg_chunk`` on the
     same shard grid, written by the same appends: reads of few scattered CpGs
-    use it (see :mod:`xr_methyl.bycpg`).  ``by_cpg_codec`` is ``"zstd"`` (level
+    use it (see :mod:`xr_methyl.zarrio.bycpg`).  ``by_cpg_codec`` is ``"zstd"`` (level
     3, the default) or ``"raw"`` (chunks stored as they are: faster appends and
     reads, about 2.4x the disk on WGBS-like data).
     """
@@ -127,7 +128,7 @@ class Layout:
 
     def for_axis(self, n_cpgs: int) -> Layout:
         """Shrink the CpG shard to the axis (whole chunks) and check the shapes fit together."""
-        from xr_methyl.bycpg import CODECS
+        from xr_methyl.zarrio.bycpg import CODECS
 
         for name in ("sample_block", "chunk_rows", "cpg_chunk", "cpg_shard"):
             value = getattr(self, name)
@@ -153,8 +154,8 @@ class Layout:
         return replace(self, cpg_chunk=cpg_chunk, cpg_shard=cpg_shard)
 
     def by_cpg_shard(self, n_cpgs: int) -> int:
-        """Width in CpGs of the CpG-major copy's shards (see :func:`xr_methyl.bycpg.shard_width`)."""
-        from xr_methyl.bycpg import shard_width
+        """Width in CpGs of the CpG-major copy's shards (see :func:`xr_methyl.zarrio.bycpg.shard_width`)."""
+        from xr_methyl.zarrio.bycpg import shard_width
 
         return shard_width(self.cpg_shard, self.by_cpg_chunk, n_cpgs)
 
@@ -273,7 +274,7 @@ class MethylStore:
             One of ``uint8``, ``uint16`` (default) or ``uint32``.
         storage_options
             For ``s3://`` stores: endpoint, region, credentials (see
-            :class:`xr_methyl.s3storage.S3Storage`); never written to the store.
+            :class:`xr_methyl.storage.s3.S3Storage`); never written to the store.
         """
         from xr_methyl.warehouse import open_warehouse
 
@@ -460,7 +461,7 @@ class MethylStore:
             from xr_methyl.errors import UnknownSamplesError
 
             raise UnknownSamplesError(missing, where=f"the store {self.storage.uri}")
-        from xr_methyl.rowread import read_rows
+        from xr_methyl.zarrio.rowread import read_rows
 
         rows = np.array([row_of[s] for s in sample_ids], dtype=np.int64)
         return read_rows(self.array(name), rows, cpg_index, chunk_rows=self.layout.chunk_rows)
@@ -816,9 +817,9 @@ class MethylStore:
     def verify(self, *, warehouse=None, cells: int = 0, seed: int | None = None):
         """Check the store against itself and, with ``cells > 0``, against the warehouse.
 
-        See :func:`xr_methyl.verify.verify_store`; returns a ``VerifyReport``.
+        See :func:`xr_methyl.store.verify.verify_store`; returns a ``VerifyReport``.
         """
-        from xr_methyl.verify import verify_store
+        from xr_methyl.store.verify import verify_store
 
         return verify_store(self, warehouse=warehouse, cells=cells, seed=seed)
 
@@ -932,14 +933,14 @@ def _write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, bloc
 
     zarr-python spends tens of microseconds on each inner chunk it writes, and
     this copy has tens of thousands per shard: each shard is encoded by
-    :func:`xr_methyl.bycpg.encode_shard` (plain Zarr v3 sharding) and stored as
+    :func:`xr_methyl.zarrio.bycpg.encode_shard` (plain Zarr v3 sharding) and stored as
     one object through the array's zarr store, as zarr would store it.  A shard
     of fill values only is not written (zarr does the same).
     """
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    from xr_methyl.bycpg import encode_shard
+    from xr_methyl.zarrio.bycpg import encode_shard
 
     chunk, shard, codec = by_cpg
     store = _recording_store(storage.zarr_store(BETA_BY_CPG, read_only=False), BETA_BY_CPG, written)

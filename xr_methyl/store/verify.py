@@ -225,7 +225,7 @@ def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int
     ``beta``: beta's values there, as the check of beta's shard decoded them (None: it did not decode,
     and is read here again, so that the copy's own damage is still reported).
     """
-    from xr_methyl.bycpg import read_by_cpg
+    from xr_methyl.zarrio.bycpg import read_by_cpg
 
     try:
         wanted = np.arange(rows.start, rows.stop)
@@ -276,7 +276,7 @@ def _check_values(report: VerifyReport, name: str, key: str, values: np.ndarray,
 def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int | None) -> None:
     import pyarrow.compute as pc
 
-    from xr_methyl.loader import Loader
+    from xr_methyl.ingest.loader import Loader
     from xr_methyl.warehouse import VALUE_TABLES
 
     ids = store.sample_ids

@@ -2,7 +2,7 @@
 
 Run it with::
 
-    python -m xr_methyl.faults --trials 100          # about 5-10 minutes on 2 cores
+    python -m xr_methyl.testing.faults --trials 100          # about 5-10 minutes on 2 cores
 
 Each trial starts 1 to ``--writers`` processes at once, each calling
 ``ensure`` on an overlapping random set of samples of a small synthetic
@@ -135,7 +135,7 @@ def _child(store: str, warehouse: str, staging: str, go: str | None, ids: list[s
 
 def spawn_writer(store: Path, warehouse: Path, staging: Path, ids: list[str], *, go: Path | None = None):
     """Start one ``ensure`` in a child process; it prints ``ready`` once imported, ``done`` at the end."""
-    cmd = [sys.executable, "-m", "xr_methyl.faults", "_child", str(store), str(warehouse), str(staging),
+    cmd = [sys.executable, "-m", "xr_methyl.testing.faults", "_child", str(store), str(warehouse), str(staging),
            str(go or ""), *ids]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -146,7 +146,7 @@ def check_store(path: Path, truth, *, before: set[str], allowed: set[str], fail)
     import xarray as xr
 
     from xr_methyl import MethylStore
-    from xr_methyl.verify import verify_store
+    from xr_methyl.store.verify import verify_store
 
     store = MethylStore.open(path)
     committed = store.sample_ids
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_child":
         store, warehouse, staging, go, *ids = argv[1:]
         return _child(store, warehouse, staging, go or None, ids)
-    parser = argparse.ArgumentParser(prog="python -m xr_methyl.faults", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m xr_methyl.testing.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=100, help="kill trials to run (default: %(default)s)")
     parser.add_argument("--writers", type=int, default=4, help="at most this many writers per trial (default: 4)")
     parser.add_argument("--seed", type=int, default=0)

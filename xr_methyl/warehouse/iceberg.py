@@ -481,7 +481,7 @@ class IcebergWarehouse:
         cleanup = partial(shutil.rmtree, staging, ignore_errors=True)
         started = time.perf_counter()
         try:
-            from xr_methyl.storage import write_owner
+            from xr_methyl.storage.leases import write_owner
 
             write_owner(Path(staging))  # a killed exporter leaves the directory; reclaim_exports reads this
             source: dict[str, Any] = {"reader": None, "data_files": 0}
@@ -512,7 +512,8 @@ class IcebergWarehouse:
         Returns (path, bytes) of each directory removed (or, with ``dry_run``,
         that would be).
         """
-        from xr_methyl.storage import OWNER_FILE, STAGING_LEASE_SECONDS, LocalStorage, owner_alive
+        from xr_methyl.storage.leases import OWNER_FILE, STAGING_LEASE_SECONDS, owner_alive
+        from xr_methyl.storage.local import LocalStorage
 
         base = self.staging_dir or Path(tempfile.gettempdir())
         out: list[tuple[str, int]] = []

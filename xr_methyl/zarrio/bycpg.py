@@ -198,7 +198,7 @@ def read_by_cpg(array, rows: np.ndarray, cols: np.ndarray, *, block: int) -> np.
     reader = ByCpgReader.for_array(array) if len(rows) and len(cols) else None
     if reader is not None:
         return reader.read(rows, cols)
-    from xr_methyl.rowread import read_rows
+    from xr_methyl.zarrio.rowread import read_rows
 
     return read_rows(array, rows, cols, chunk_rows=block)
 
@@ -229,7 +229,7 @@ class ByCpgReader:
         try:
             from zarr.codecs import ZstdCodec
 
-            from xr_methyl.rowread import little_endian, local_sharding
+            from xr_methyl.zarrio.rowread import little_endian, local_sharding
 
             found = local_sharding(array)
             if found is None or np.dtype(array.dtype) != np.float32:
@@ -319,6 +319,6 @@ class ByCpgReader:
 
     def _index(self, fd: int, path: str) -> np.ndarray:
         """(offset, length) of each inner chunk of one shard, checked against its crc32c."""
-        from xr_methyl.rowread import read_shard_index
+        from xr_methyl.zarrio.rowread import read_shard_index
 
         return read_shard_index(fd, path, self.n_chunks * 16 + 4)
