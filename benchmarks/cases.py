@@ -393,8 +393,8 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
     import xarray as xr
 
     import xr_methyl  # noqa: F401
-    from xr_methyl.zarrio.rowread import read_rows
     from xr_methyl.store import MethylStore
+    from xr_methyl.zarrio.rowread import read_rows
 
     n_cpgs = xr.open_dataset(p["store"], engine="methylzarr").sizes["cpg"]
     cols = np.sort(np.random.default_rng(7).choice(n_cpgs, p["n"], replace=False))
@@ -414,7 +414,7 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
             "scattered_bytes": some["bytes"], "main_scattered_seconds": main["seconds"],
             "main_scattered_all_seconds": main["all_seconds"], "main_scattered_bytes": main["bytes"],
             "full_seconds": full["seconds"], "full_all_seconds": full["all_seconds"], "full_bytes": full["bytes"],
-            "by_cpg": store.manifest["layout"].get("by_cpg"), "shape": list(full_values.shape)}
+            "by_cpg": store.manifest.layout.to_json().get("by_cpg"), "shape": list(full_values.shape)}
 
 
 # ----------------------------------------------------------------------------- appends

@@ -537,7 +537,8 @@ def markdown(report: dict) -> str:
     if "codecs" in report:
         c = report["codecs"]
         lines.append(f"\nCodecs in layout {layout_label(c['layout'])}; numcodecs, one thread, inner chunks:\n")
-        lines.append("| codec | beta ratio | beta enc MiB/s | beta dec MiB/s | cov ratio | cov enc MiB/s | cov dec MiB/s |")
+        lines.append("| codec | beta ratio | beta enc MiB/s | beta dec MiB/s | cov ratio | cov enc MiB/s "
+                     "| cov dec MiB/s |")
         lines.append("|---|---|---|---|---|---|---|")
         for name in CODECS:
             b, v = c["raw_beta"][name], c["raw_coverage"][name]
@@ -547,7 +548,8 @@ def markdown(report: dict) -> str:
             )
         lines.append("\nSame codecs end to end through zarr:\n")
         lines.append(
-            "| codec | beta write s | beta MiB | beta full read s | beta (a) 50 rows sliced s | coverage write s | coverage MiB |"
+            "| codec | beta write s | beta MiB | beta full read s | beta (a) 50 rows sliced s | coverage write s "
+            "| coverage MiB |"
         )
         lines.append("|---|---|---|---|---|---|---|")
         for name, e in c["zarr"].items():

@@ -241,7 +241,8 @@ def measure(args) -> dict:
 def markdown(report: dict) -> str:
     head = ("| layout | scattered read: time vs main full read | bytes vs full | full read vs main | "
             "write time | on disk |")
-    title = (f"{report['samples']} samples x {report['cpgs']:,} CpGs (beta {report['raw_bytes'] / 2**20:,.0f} MiB raw), "
+    title = (f"{report['samples']} samples x {report['cpgs']:,} CpGs "
+             f"(beta {report['raw_bytes'] / 2**20:,.0f} MiB raw), "
              f"{report['scattered']:,} scattered CpGs; shards (8, {SHARD_COLS}); companion rows add to the main "
              "array's write and disk.")
     lines = [title, "", head, "|---|---|---|---|---|---|"]

@@ -1,15 +1,14 @@
 """xr_methyl: a Zarr v3 cache of wide DNA-methylation matrices, presented through xarray.
 
-The data path, one module per stage::
+The data path, one package per stage, each importing only those below it::
 
-    warehouse/  long rows (Iceberg via DuckDB; the Warehouse protocol)
-    locate      long rows -> (row, column) positions (a numpy hash table over the axis)
-    scatter     positions -> dense wide blocks (pure numpy)
-    store       wide blocks -> Zarr v3 + sidecars, one commit point
-    loader      the steps above, for the samples a store lacks
-    backend     store -> lazy labelled Dataset (engine="methylzarr")
-    accessor    ds.methyl.ensure(...), .region, .mask, .m_values, .select_features
-    analysis    the pure computations behind those (xarray in, xarray out)
+    dataset/    store -> lazy labelled Dataset (engine="methylzarr"), ds.methyl, the CpG index
+    ingest/     the samples a store lacks: long rows -> (row, column) positions -> wide blocks
+    store/      wide blocks -> Zarr v3 + sidecars, one commit point (MethylStore)
+    warehouse/  long rows (Iceberg via DuckDB, Athena; the Warehouse protocol)
+    storage/    where a store's bytes live (a directory, an S3 prefix)
+    zarrio/     fast reads and writes of the Zarr arrays
+    analysis    masks, M-values, feature selection (xarray in, xarray out)
 
 Importing this package registers the ``.methyl`` accessor and stays light:
 pyiceberg, duckdb, pyathena and boto3 load only where they are used.

@@ -23,7 +23,8 @@ from xr_methyl.redact import RedactingFilter, redact
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     if not args.verbose:
@@ -135,7 +136,7 @@ def _init(args) -> int:
     layout = Layout(by_cpg_chunk=args.by_cpg_chunk, by_cpg_codec=args.by_cpg_codec)
     store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
                                layout=layout, storage_options=_options(args))
-    print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest['warehouse']}")
+    print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest.warehouse}")
     return 0
 
 
@@ -286,7 +287,7 @@ def _demo_embedded(args, store_dir: Path) -> int:
 
     print(f"2. Creating the store {store_dir} (CpG axis = the warehouse's cpgs table)")
     store = _demo_create_store(str(store_dir), None, LocalWarehouse(wh_dir))
-    print(f"   layout {store.manifest['layout']}")
+    print(f"   layout {store.manifest.layout.to_json()}")
 
     same, _ = _demo_ensure_twice(str(store_dir), None, _demo_subset(cohort, args), step=3)
     info = _demo_open(str(store_dir), None).info()
@@ -397,7 +398,8 @@ def _demo_ensure_twice(location: str, storage_options: dict | None, subset: list
     first = ds.methyl.ensure(subset)
     beta, coverage = first.beta.values, first.coverage.values
     t_first, n_first = time.perf_counter() - t0, count() - n0
-    print(f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}" + (f", {n_first} warehouse queries" if queries else ""))
+    print(f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}"
+          + (f", {n_first} warehouse queries" if queries else ""))
     print(f"   values: {np.isnan(beta).mean():.1%} missing, mean beta {np.nanmean(beta):.6f}, "
           f"{int(coverage.sum()):,} reads")
 

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
-
 from dask_support import two_worker_client
-from xr_methyl import LocalWarehouse, Loader, MethylStore
+
+from xr_methyl import Loader, LocalWarehouse, MethylStore
 
 distributed = pytest.importorskip("distributed")
 

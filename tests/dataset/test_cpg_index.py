@@ -6,13 +6,13 @@ import pickle
 import numpy as np
 import pyarrow as pa
 import pytest
+import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import xarray as xr
 
 from xr_methyl import CorruptStoreError, Layout, MethylStore
-from xr_methyl.store.cpg_axis import CpgAxis, sort_order
 from xr_methyl.dataset.cpg_index import CpgIndex
+from xr_methyl.store.cpg_axis import sort_order
 
 N = 300
 
@@ -124,23 +124,23 @@ def test_datasets_with_the_index_pickle_and_concat(opened):
     np.testing.assert_array_equal(both.beta.values, beta[[0, 3]])
 
 
-def test_format_1_stores_still_open(tmp_path):
-    """A store written before cpg_index/ existed (loci in cpg_loci.npz) opens and selects."""
-    store, beta = open_store(tmp_path, axis_table())
+@pytest.mark.parametrize("version", [1, 3])
+def test_a_store_of_another_format_version_is_refused(tmp_path, version):
+    store, _ = open_store(tmp_path, axis_table())
     root = store.storage.root
-    axis = CpgAxis.open(root)
-    (root / "cpg_loci.npz").write_bytes(axis.loci_bytes())
-    for f in (root / "cpg_index").iterdir():
-        f.unlink()
-    (root / "cpg_index").rmdir()
     manifest = json.loads((root / "manifest.json").read_text())
-    (root / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
-    ds = xr.open_dataset(root, engine="methylzarr")
-    ids = axis_table()["cpg_id"].to_pylist()
-    np.testing.assert_array_equal(ds.sel(cpg=[ids[42]]).beta.values, beta[:, [42]])
-    assert list(ds.methyl.region("chr1", 1000, 1020).pos.values) == [1000, 1010]
-    (root / "manifest.json").write_text(json.dumps({**manifest, "format_version": 3}))
-    with pytest.raises(CorruptStoreError, match="version 3"):
+    (root / "manifest.json").write_text(json.dumps({**manifest, "format_version": version}))
+    with pytest.raises(CorruptStoreError, match=f"version {version}; this xr_methyl reads methylzarr version 2"):
+        MethylStore.open(root)
+
+
+def test_a_manifest_without_a_field_is_refused_by_name(tmp_path):
+    store, _ = open_store(tmp_path, axis_table())
+    root = store.storage.root
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["coverage_dtype"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptStoreError, match="lacks the field 'coverage_dtype'"):
         MethylStore.open(root)
 
 

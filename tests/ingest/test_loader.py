@@ -56,7 +56,7 @@ def test_repeated_ids_are_repeated_and_ingested_once(store, truth):
 
 
 def test_the_second_call_reads_the_cache_only(store, truth):
-    loader = Loader(store, store.manifest["warehouse"])
+    loader = Loader(store, store.manifest.warehouse)
     first = loader.ingest(["S0000", "S0009"], progress=False)
     assert first.ingested == ["S0000", "S0009"] and first.warehouse_used
     again = loader.ingest(["S0009", "S0000"], progress=False)

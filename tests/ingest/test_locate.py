@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xr_methyl.store.cpg_axis import CpgAxis
 from xr_methyl.errors import WarehouseError
 from xr_methyl.ingest.locate import Locator
+from xr_methyl.store.cpg_axis import CpgAxis
 
 
 def rows_of(table):
@@ -82,7 +82,8 @@ def test_parquet_files_are_read_file_by_file_with_the_same_rows(tmp_path):
     locator = Locator(CpgAxis.from_ids(axis))
     got = {}
     for located in locator.locate(pads.dataset(files, format="parquet"), ["a", "b", "c"], batch_rows=25):
-        got.update({int(v): (int(r), int(c)) for r, c, v in zip(located.rows, located.cols, located.values, strict=True)})
+        got.update({int(v): (int(r), int(c))
+                    for r, c, v in zip(located.rows, located.cols, located.values, strict=True)})
     expected = {}
     for table in tables:
         for s, c, v in zip(table["sample_id"].to_pylist(), table["cpg_id"].to_pylist(), table["value"].to_pylist(),

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from xr_methyl import Layout, Loader, LocalWarehouse, MethylStore
-from xr_methyl.ingest.loader import plan_units
-
+from xr_methyl.ingest.fill import plan_units
 
 
 def assert_matches_truth(ds, truth, ids):
@@ -61,8 +60,9 @@ def test_repeats_are_caught_in_every_unit(tmp_path):
 def test_parallel_ingest_on_dask_workers_commits_in_order(warehouse, truth, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse, layout=SMALL)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                   dashboard_address=None) as cluster,
+          distributed.Client(cluster) as client):
         report = Loader(store, max_memory=4 * 3000 * 7).ingest(IDS, progress=False, client=client)
     assert report.batches == ["B000", "B001", "B002"]
     reopened = MethylStore.open(tmp_path / "s.zarr")

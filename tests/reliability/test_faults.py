@@ -5,13 +5,13 @@ import hashlib
 
 import numpy as np
 import pytest
-import zarr.storage
 
 from xr_methyl import Loader, LocalWarehouse, MethylStore, WarehouseError
 from xr_methyl.errors import StoreWriteError
-from xr_methyl.testing.faults import run_trials, stray_files
 from xr_methyl.ingest.scatter import WideBlock
 from xr_methyl.storage.local import LocalStorage
+from xr_methyl.testing.faults import run_trials, stray_files
+from xr_methyl.testing.faulty_storage import FaultyStorage
 
 FIRST = ["S0001", "S0009"]
 MORE = ["S0003", "S0012", "S0017", "S0018"]
@@ -50,43 +50,30 @@ def raise_on_call(n, exc, real=None):
     return hook
 
 
-def inject(monkeypatch, step):
-    """Make one step of an ingest fail; return the error type and message the caller must see."""
+def inject(monkeypatch, step, root):
+    """Make one step of an ingest fail; return the error type and message the caller must see, and the
+    location to open the store at (the store's storage wrapped to fail, for the steps that write it)."""
     enospc = OSError(errno.ENOSPC, "No space left on device")
     denied = PermissionError(errno.EACCES, "Permission denied")
     # The embedded warehouse's export reads its files in place (plan_export); fail there.
     if step == "warehouse export":
         monkeypatch.setattr(LocalWarehouse, "plan_export", raise_on_call(1, RuntimeError("IO Error: connection reset")))
-        return WarehouseError, "exporting beta.*connection reset.*Nothing was written"
+        return WarehouseError, "exporting beta.*connection reset.*Nothing was written", root
     if step == "export ENOSPC":
         # the second table's export
         monkeypatch.setattr(LocalWarehouse, "plan_export", raise_on_call(2, enospc, LocalWarehouse.plan_export))
-        return WarehouseError, "exporting coverage.*No space left"
+        return WarehouseError, "exporting coverage.*No space left", root
     if step == "scatter":
         monkeypatch.setattr(WideBlock, "add", raise_on_call(1, MemoryError("block too large")))
-        return MemoryError, "block too large"
-    real_set = zarr.storage.LocalStore.set
+        return MemoryError, "block too large", root
     if step in ("chunk write ENOSPC", "chunk write EACCES"):
-        calls = {"n": 0}
-
-        async def failing_set(self, key, value):
-            if "/c/" in f"/{key}" and not key.endswith("zarr.json"):
-                calls["n"] += 1
-                if calls["n"] >= 2:  # after one shard went through
-                    raise enospc if "ENOSPC" in step else denied
-            return await real_set(self, key, value)
-        monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+        # after one shard went through
+        faulty = FaultyStorage(LocalStorage(root), "*.zarr/c/*", nth=2, fault=enospc if "ENOSPC" in step else denied)
         return StoreWriteError, ("No space left.*keeps its last commit \\(2 sample" if "ENOSPC" in step
-                                 else "Permission denied.*read-only or not writable")
-    real_write = LocalStorage.write_atomic
-    target = {"block record write": "blocks/", "sidecar write": "samples.json", "commit": "sample_ids.json"}[step]
-
-    def failing_write(self, key, data, **conditions):
-        if key.startswith(target):
-            raise enospc
-        return real_write(self, key, data, **conditions)
-    monkeypatch.setattr(LocalStorage, "write_atomic", failing_write)
-    return StoreWriteError, "No space left on device.*keeps its last commit"
+                                 else "Permission denied.*read-only or not writable"), faulty
+    target = {"block record write": "blocks/*", "sidecar write": "samples.json", "commit": "sample_ids.json"}[step]
+    return StoreWriteError, "No space left on device.*keeps its last commit", FaultyStorage(LocalStorage(root), target,
+                                                                                            fault=enospc)
 
 
 STEPS = ["warehouse export", "export ENOSPC", "scatter", "chunk write ENOSPC", "chunk write EACCES",
@@ -97,9 +84,9 @@ STEPS = ["warehouse export", "export ENOSPC", "scatter", "chunk write ENOSPC", "
 def test_a_failure_at_each_step_leaves_the_last_commit_and_says_why(started, truth, monkeypatch, step):
     store, committed_files = started
     root = store.storage.root
-    kind, message = inject(monkeypatch, step)
+    kind, message, location = inject(monkeypatch, step, root)
     with pytest.raises(kind, match=message) as err:
-        Loader(MethylStore.open(root)).ingest(MORE, progress=False)
+        Loader(MethylStore.open(location)).ingest(MORE, progress=False)
     if kind is StoreWriteError:
         assert err.value.errno in (errno.ENOSPC, errno.EACCES) and isinstance(err.value, OSError)
     monkeypatch.undo()
@@ -123,7 +110,8 @@ def test_a_store_that_cannot_be_written_fails_before_the_warehouse_is_paid(start
     store, committed_files = started
     exports = []
     monkeypatch.setattr(LocalWarehouse, "export", lambda *a, **k: exports.append(a) or pytest.fail("exported"))
-    monkeypatch.setattr(LocalStorage, "check_writable", raise_on_call(1, PermissionError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(LocalStorage, "check_writable",
+                        raise_on_call(1, PermissionError(errno.EROFS, "Read-only file system")))
     with pytest.raises(StoreWriteError, match="Read-only file system.*cached samples can still be read"):
         Loader(MethylStore.open(store.storage.root)).ingest(MORE, progress=False)
     assert exports == []

@@ -12,9 +12,10 @@ import pytest
 
 from xr_methyl import Loader, LocalWarehouse, MethylStore
 from xr_methyl.errors import StoreLockedError
-from xr_methyl.testing.faults import stray_files
 from xr_methyl.storage.leases import process_identity
 from xr_methyl.storage.local import LocalStorage, WriteLock
+from xr_methyl.testing.faults import stray_files
+from xr_methyl.testing.faulty_storage import FaultyStorage
 
 IDS = ["S0002", "S0005", "S0011"]
 
@@ -91,17 +92,15 @@ def test_the_holder_refreshes_its_lease(store):
         assert time.time() - lock_path(store).stat().st_mtime < 1
 
 
-def test_a_writer_that_lost_its_lock_does_not_commit(store, monkeypatch):
+def test_a_writer_that_lost_its_lock_does_not_commit(store):
     Loader(store).ingest(["S0001"], progress=False)
-    real = MethylStore._record_blocks  # the first step of a commit, after the shards are written
 
-    def taken_over(self, *args):
-        real(self, *args)
+    def taken_over(key):  # after the shards and block records, before the write-ahead sidecars
         write_holder(lock_path(store), pid=os.getpid(), token="the-new-holder")  # as a wrongful takeover would
-    monkeypatch.setattr(MethylStore, "_record_blocks", taken_over)
+    faulty = FaultyStorage(store.storage, "ingested_batches.json", fault=taken_over)
     with pytest.raises(StoreLockedError, match="lost the write lock"):
-        Loader(MethylStore.open(store.storage.root)).ingest(IDS, progress=False)
-    monkeypatch.undo()
+        Loader(MethylStore.open(faulty)).ingest(IDS, progress=False)
+    assert faulty.fired
     lock_path(store).unlink()
     assert MethylStore.open(store.storage.root).sample_ids == ["S0001"]
 
@@ -123,7 +122,8 @@ def test_a_writer_killed_while_holding_the_lock_does_not_block_the_next(store, t
     Loader(MethylStore.open(store.storage.root)).ingest(IDS, progress=False)
     assert time.perf_counter() - t0 < 30
     holder.wait()
-    np.testing.assert_array_equal(MethylStore.open(store.storage.root).read("beta", IDS), truth.beta.loc[IDS].to_numpy())
+    np.testing.assert_array_equal(MethylStore.open(store.storage.root).read("beta", IDS),
+                                  truth.beta.loc[IDS].to_numpy())
 
 
 def leave_crash_debris(store, warehouse_staging):
@@ -145,18 +145,15 @@ def leave_crash_debris(store, warehouse_staging):
     return creating, export, live
 
 
-def test_gc_reclaims_everything_interrupted_writers_leave_and_nothing_else(store, warehouse, truth, tmp_path,
-                                                                           monkeypatch):
+def test_gc_reclaims_everything_interrupted_writers_leave_and_nothing_else(store, warehouse, truth, tmp_path):
     Loader(store).ingest(IDS, progress=False)
     committed = MethylStore.open(store.storage.root)
 
     class Crash(Exception):
         pass
-    real = MethylStore._record_blocks
-    monkeypatch.setattr(MethylStore, "_record_blocks", lambda self, *a: (real(self, *a), (_ for _ in ()).throw(Crash)))
+    faulty = FaultyStorage(store.storage, "ingested_batches.json", fault=Crash)  # shards and block records written
     with pytest.raises(Crash):
-        Loader(MethylStore.open(store.storage.root)).ingest(["S0016", "S0017"], progress=False)
-    monkeypatch.undo()
+        Loader(MethylStore.open(faulty)).ingest(["S0016", "S0017"], progress=False)
     staging = tmp_path / "staging"
     creating, export, live = leave_crash_debris(store, staging)
     assert stray_files(store.storage.root)  # orphan rows, block record, temporaries, lock
@@ -177,29 +174,19 @@ def test_gc_reclaims_everything_interrupted_writers_leave_and_nothing_else(store
     assert MethylStore.open(store.storage.root).gc().removed == []  # nothing left to do
 
 
-def test_repeated_crashes_never_grow_the_store(store, monkeypatch):
+def test_repeated_crashes_never_grow_the_store(store):
     """Crash the same ingest at a different point each time; after each re-run the store has the same bytes."""
     Loader(store).ingest(IDS, progress=False)
     root = store.storage.root
-    import zarr.storage
 
     class Kill(BaseException):  # passes every `except Exception` of ours, as a kill would
         pass
 
-    real_set = zarr.storage.LocalStore.set
     sizes = []
     for crash_after in range(1, 5):  # the append makes 4 zarr writes: resize and shard, per array
-        calls = {"n": 0}
-
-        async def failing_set(self, key, value, calls=calls, crash_after=crash_after):
-            calls["n"] += 1
-            if calls["n"] == crash_after:
-                raise Kill
-            return await real_set(self, key, value)
-        monkeypatch.setattr(zarr.storage.LocalStore, "set", failing_set)
+        faulty = FaultyStorage(LocalStorage(root), "*.zarr/*", nth=crash_after, fault=Kill)
         with pytest.raises(Kill):
-            Loader(MethylStore.open(root)).ingest(["S0016", "S0017", "S0018"], progress=False)
-        monkeypatch.undo()
+            Loader(MethylStore.open(faulty)).ingest(["S0016", "S0017", "S0018"], progress=False)
         (root / f".samples.json.crash{crash_after}.tmp").write_text("x" * 1000)  # what a kill mid-write leaves
         (root / "write.lock").unlink(missing_ok=True)
         Loader(MethylStore.open(root)).ingest(["S0016", "S0017", "S0018"], progress=False)
@@ -221,7 +208,8 @@ def test_gc_from_the_command_line(store):
     (root / ".samples.json.leftover.tmp").write_text("x")
     run = [sys.executable, "-m", "xr_methyl.cli", "gc", str(root)]
     dry = subprocess.run([*run, "--dry-run"], capture_output=True, text=True, timeout=120)
-    assert dry.returncode == 0 and "would remove 1 item(s)" in dry.stdout and (root / ".samples.json.leftover.tmp").exists()
+    assert dry.returncode == 0 and "would remove 1 item(s)" in dry.stdout
+    assert (root / ".samples.json.leftover.tmp").exists()
     done = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "removed 1 item(s)" in done.stdout
     assert not (root / ".samples.json.leftover.tmp").exists()

@@ -18,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import xarray as xr
-
 from dask_support import two_worker_client
+
 from xr_methyl import Layout, Loader, MethylStore, StoreExistsError, StoreNotFoundError
 from xr_methyl.errors import StoreConflictError, StoreLockedError
-from xr_methyl.testing.faults import stray_files
-from xr_methyl.storage.s3 import S3Storage
 from xr_methyl.storage.leases import process_identity
+from xr_methyl.storage.s3 import S3Storage
+from xr_methyl.testing.faults import stray_files
+from xr_methyl.testing.faulty_storage import FaultyStorage
 
 IDS = ["S0002", "S0005", "S0011"]
 #: Objects an append replaces by design (the commit, the write-ahead sidecars, the arrays' shape).
@@ -67,7 +68,7 @@ def test_create_writes_the_same_layout_as_on_disk(moto_server, bucket, tmp_path)
     for key, _ in local.storage.walk():
         if key != "manifest.json":
             assert remote.storage.read_bytes(key) == local.storage.read_bytes(key), key
-    m_local, m_remote = local.manifest, remote.manifest
+    m_local, m_remote = (json.loads(s.storage.read_bytes("manifest.json")) for s in (local, remote))
     assert {**m_local, "created_at": None} == {**m_remote, "created_at": None}
     assert moto_server.keys(bucket) == [f"deep/prefix/s.methyl.zarr/{k}" for k, _ in sorted(local.storage.walk())]
 
@@ -130,22 +131,18 @@ def test_appends_never_rewrite_or_read_existing_objects(moto_server, s3_store, m
 
 
 # -- the commit is a compare-and-swap ----------------------------------------------------------------------
-def test_a_stale_writers_commit_fails_and_loses_nothing(s3_store, truth, monkeypatch):
+def test_a_stale_writers_commit_fails_and_loses_nothing(s3_store, truth):
     """Writer A loses its lock mid-append (taken over as dead); B commits; A's commit must fail."""
     Loader(s3_store).ingest(["S0001"], progress=False)
-    real = MethylStore._record_blocks
-    seen = {}
+    storage = s3_store.storage
 
-    def meanwhile(self, *args):
-        real(self, *args)
-        if not seen:
-            seen["A"] = True
-            self.storage.remove("write.lock")  # as a takeover of a lock judged dead would
-            seen["B"] = Loader(MethylStore.open(self.storage)).ingest(["S0009", "S0016"], progress=False)
-    monkeypatch.setattr(MethylStore, "_record_blocks", meanwhile)
+    def meanwhile(key):  # A has written its shards and block records; its sidecars come next
+        storage.remove("write.lock")  # as a takeover of a lock judged dead would
+        Loader(MethylStore.open(storage)).ingest(["S0009", "S0016"], progress=False)
+    faulty = FaultyStorage(storage, "ingested_batches.json", fault=meanwhile)
     with pytest.raises(StoreConflictError, match="changed under the write lock.*not committed"):
-        Loader(MethylStore.open(s3_store.storage)).ingest(["S0004", "S0005"], progress=False)
-    monkeypatch.undo()
+        Loader(MethylStore.open(faulty)).ingest(["S0004", "S0005"], progress=False)
+    assert faulty.fired
     final = MethylStore.open(s3_store.storage)
     assert sorted(final.sample_ids) == ["S0001", "S0009", "S0016"]  # B's commit kept whole
     np.testing.assert_array_equal(final.read("beta", ["S0009", "S0016"]), truth.beta.loc[["S0009", "S0016"]])
@@ -256,32 +253,15 @@ class Crash(BaseException):  # passes every `except Exception`, as a kill would
 
 
 @pytest.mark.parametrize("fail_at", ["shard", "blocks/", "provenance.json"])  # the other steps: test_store.py [s3-*]
-def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, monkeypatch, fail_at):
-    import zarr.storage
-
+def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, fail_at):
     Loader(s3_store).ingest(IDS, progress=False)
     committed = s3_store.storage.objects()
-    if fail_at == "shard":
-        real_set, calls = zarr.storage.ObjectStore.set, []
-
-        async def failing_set(self, key, value):
-            calls.append(key)
-            if len(calls) == 2:  # the first shard is written, the second fails
-                raise Crash
-            return await real_set(self, key, value)
-        monkeypatch.setattr(zarr.storage.ObjectStore, "set", failing_set)
-    else:
-        real_write = S3Storage.write_atomic
-
-        def failing_write(self, key, data, **conditions):
-            if key.startswith(fail_at):
-                raise Crash
-            return real_write(self, key, data, **conditions)
-        monkeypatch.setattr(S3Storage, "write_atomic", failing_write)
+    # "shard": the first shard is written, the second fails
+    faulty = FaultyStorage(s3_store.storage, "*.zarr/c/*" if fail_at == "shard" else f"{fail_at}*",
+                           nth=2 if fail_at == "shard" else 1, fault=Crash)
     new = ["S0016", "S0017", "S0018"]
     with pytest.raises(Crash):
-        Loader(MethylStore.open(s3_store.storage)).ingest(new, progress=False)
-    monkeypatch.undo()
+        Loader(MethylStore.open(faulty)).ingest(new, progress=False)
 
     reopened = MethylStore.open(s3_store.storage)
     assert reopened.sample_ids == IDS
@@ -298,21 +278,19 @@ def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, m
 
 
 def test_gc_reclaims_what_interrupted_writers_leave_on_s3(s3_store, monkeypatch):
-    import xr_methyl.store as store_module
+    import xr_methyl.store.gc as gc_module
 
     Loader(s3_store).ingest(IDS, progress=False)
-    real = MethylStore._record_blocks
-    monkeypatch.setattr(MethylStore, "_record_blocks", lambda self, *a: (real(self, *a), (_ for _ in ()).throw(Crash)))
-    with pytest.raises(Crash):
-        Loader(MethylStore.open(s3_store.storage)).ingest(["S0016", "S0017"], progress=False)
-    monkeypatch.undo()
+    with pytest.raises(Crash):  # shards and block records written, then the writer dies
+        Loader(MethylStore.open(FaultyStorage(s3_store.storage, "ingested_batches.json", fault=Crash))).ingest(
+            ["S0016", "S0017"], progress=False)
     storage = s3_store.storage
     storage.write_atomic(".probe-0123456789ab.tmp", b"probe")  # a writability check killed between PUT and DELETE
     put_lock(storage, pid=dead_pid())
     stray = stray_files(storage)
     assert any("/c/" in k for k in stray) and any(k.startswith("blocks/") for k in stray) and "write.lock" in stray
 
-    monkeypatch.setattr(store_module, "STALE_TEMP_SECONDS", 1.0)
+    monkeypatch.setattr(gc_module, "STALE_TEMP_SECONDS", 1.0)
     time.sleep(2.2)  # the probe is now older than that, by the server's clock
     dry = MethylStore.open(storage).gc(dry_run=True)
     assert dry.removed and stray_files(storage) != []  # a dry run removes nothing ...
@@ -327,16 +305,15 @@ def test_gc_reclaims_what_interrupted_writers_leave_on_s3(s3_store, monkeypatch)
 
 KILLED_CREATE = """
 import sys, time
-import xr_methyl.store as store_module
 from xr_methyl import MethylStore
+from xr_methyl.storage.s3 import S3Storage
+from xr_methyl.testing.faulty_storage import FaultyStorage
 uri, endpoint, warehouse = sys.argv[1:]
-real = store_module._create_array
-def slow(storage, key, *args):
-    real(storage, key, *args)
+def half_way(key):  # beta.zarr is created; coverage.zarr is next
     print("half-way", flush=True)
     time.sleep(60)
-store_module._create_array = slow
-MethylStore.create(uri, warehouse=warehouse, storage_options={"endpoint_url": endpoint})
+MethylStore.create(FaultyStorage(S3Storage(uri, {"endpoint_url": endpoint}), "coverage.zarr/zarr.json", fault=half_way),
+                   warehouse=warehouse)
 """
 
 
@@ -344,16 +321,10 @@ def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, ware
     import xr_methyl.store as store_module
 
     uri, opts = f"s3://{bucket}/c.methyl.zarr", moto_server.options
-    real = store_module._create_array
-
-    def crash_after_beta(storage, key, *args):
-        real(storage, key, *args)
-        if key == "coverage.zarr":
-            raise Crash
-    monkeypatch.setattr(store_module, "_create_array", crash_after_beta)
+    faulty = FaultyStorage(S3Storage(uri, opts), "ingested_batches.json", fault=Crash)  # both arrays are created
     with pytest.raises(Crash):
-        MethylStore.create(uri, warehouse=warehouse, storage_options=opts)
-    monkeypatch.undo()
+        MethylStore.create(faulty, warehouse=warehouse)
+    assert any(key.startswith("coverage.zarr/") for key in faulty.writes)
     assert moto_server.keys(bucket) == []  # everything it wrote was removed, the lock released
 
     # A creator killed outright leaves its objects, its marker and its lock: nothing opens there, and

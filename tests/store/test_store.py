@@ -14,6 +14,7 @@ import zarr
 
 from xr_methyl import CorruptStoreError, DataError, Layout, MethylStore, StoreExistsError, StoreNotFoundError
 from xr_methyl.errors import StoreConflictError
+from xr_methyl.testing.faulty_storage import FaultyStorage
 
 N_CPGS = 100
 LAYOUT = Layout(sample_block=4, chunk_rows=4, cpg_chunk=16, cpg_shard=64)
@@ -177,38 +178,27 @@ def test_conditional_writes_really_are_conditional(any_store):
     assert not storage.exists("fresh.json")
 
 
-FAIL_POINTS = ["rows", "ingested_batches.json", "samples.json", "sample_ids.json"]
+#: Where an append can die, named by what it writes: half of its shards (the second one fails), its block
+#: records, each write-ahead sidecar, the commit itself.
+FAIL_POINTS = ["*.zarr/c/*", "blocks/*", "ingested_batches.json", "samples.json", "sample_ids.json"]
+
+
+class Crash(Exception):
+    pass
 
 
 @pytest.mark.parametrize("fail_at", FAIL_POINTS)
-def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(any_store, monkeypatch, fail_at):
+def test_a_crash_anywhere_in_an_append_leaves_the_last_commit(any_store, fail_at):
     store = any_store
     first_beta, first_cov = make_block(2, seed=5)
     store.append("B1", ["a", "b"], first_beta, first_cov)
     committed_chunks = chunk_files(store)
 
-    class Crash(Exception):
-        pass
-
-    if fail_at == "rows":
-        def boom(self, start, beta, coverage):
-            original(self, start, beta[:1], coverage[:1])  # half the rows, then die
-            raise Crash
-        original = MethylStore._write_rows
-        monkeypatch.setattr(MethylStore, "_write_rows", boom)
-    else:
-        real_write = type(store.storage).write_json
-
-        def failing_write(self, key, value, **conditions):
-            if key == fail_at:
-                raise Crash
-            return real_write(self, key, value, **conditions)
-        monkeypatch.setattr(type(store.storage), "write_json", failing_write)
-
+    faulty = FaultyStorage(store.storage, fail_at, nth=2 if fail_at == "*.zarr/c/*" else 1, fault=Crash)
     new_beta, new_cov = make_block(5, seed=6)
     with pytest.raises(Crash):
-        store.append("B2", ["c", "d", "e", "f", "g"], new_beta, new_cov)
-    monkeypatch.undo()
+        MethylStore.open(faulty).append("B2", ["c", "d", "e", "f", "g"], new_beta, new_cov)
+    assert faulty.fired
 
     after_crash = MethylStore.open(store.storage)
     assert after_crash.sample_ids == ["a", "b"]

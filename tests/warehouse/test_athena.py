@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
-
-from aws_support import REGION, athena_for, start_standin
+from aws_support import athena_for, start_standin
 from test_warehouse_local import fill
-from xr_methyl import AthenaWarehouse, LocalWarehouse, Loader, MethylStore, WarehouseError, open_warehouse
+
+from xr_methyl import AthenaWarehouse, Loader, LocalWarehouse, MethylStore, WarehouseError, open_warehouse
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,8 @@ def test_a_query_past_the_timeout_is_stopped(odd, moto_server, bucket):
     standin = odd[1]
     standin.hold_next = 30.0
     wh = athena_for(standin, moto_server, bucket, timeout=0.5)
-    with pytest.raises(WarehouseError, match=r"Athena query ([0-9a-f-]{36}) \(resolve\) did not finish within 0.5 s") as err:
+    did_not_finish = r"Athena query ([0-9a-f-]{36}) \(resolve\) did not finish within 0.5 s"
+    with pytest.raises(WarehouseError, match=did_not_finish) as err:
         wh.resolve_samples(["S1"])
     query_id = str(err.value).split()[2]
     deadline = time.monotonic() + 5  # the stand-in, like Athena, stops the query asynchronously

@@ -43,7 +43,8 @@ INJECTIONS = [
     "%(sample)s",
     "?",
 ]
-ODD_BATCHES = ["B1", "plate 2/A=1%", "é 漢", "..", "../x", "a/b", "batch_id=0", "back\\slash", 'say "hi"', "50%", "a%20b",
+ODD_BATCHES = ["B1", "plate 2/A=1%", "é 漢", "..", "../x", "a/b", "batch_id=0", "back\\slash", 'say "hi"', "50%",
+               "a%20b",
                "%2F", "x?y#z*{w}[v]^:"]
 
 # Any id check_sql_ids accepts: printable, no surrounding whitespace, no surrogates.
@@ -113,7 +114,8 @@ def _pairs(unloads):
 def test_thousands_of_long_ids_split_under_athenas_limits():
     rng = random.Random(5)
     batches = {
-        f"plate-{b:04d}-{'x' * rng.randrange(0, 30)}": [f"sample-{b:04d}-{i:03d}-{'y' * 24}'" for i in range(rng.randrange(1, 120))]
+        f"plate-{b:04d}-{'x' * rng.randrange(0, 30)}": [f"sample-{b:04d}-{i:03d}-{'y' * 24}'"
+                                                       for i in range(rng.randrange(1, 120))]
         for b in range(400)
     }
     n_pairs = sum(map(len, batches.values()))
@@ -148,7 +150,8 @@ def test_partition_limit_counts_batches():
     batches = {f"B{i:03d}": ["S1", "S2"] for i in range(250)}
     unloads = plan_unloads("db", "coverage", "coverage", "s3://b/r/", batches)
     assert [len(u.batches) for u in unloads] == [100, 100, 50]
-    assert [len(u.batches) for u in plan_unloads("db", "beta", "beta", "s3://b/r/", batches, max_partitions=7)][:2] == [7, 7]
+    plans = plan_unloads("db", "beta", "beta", "s3://b/r/", batches, max_partitions=7)
+    assert [len(u.batches) for u in plans][:2] == [7, 7]
 
 
 def test_batches_whose_directories_could_be_confused_never_share_an_unload():

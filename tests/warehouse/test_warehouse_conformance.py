@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 import xarray as xr
-
 from aws_support import athena_for, glue_warehouse, start_standin
 from conftest import N_CPGS, N_SAMPLES, read_truth
 from test_warehouse_local import CPG_ORDER, INJECTION, SAMPLES, _expected, fill
-from xr_methyl import LocalWarehouse, Loader, MethylStore, Warehouse, open_warehouse
+
+from xr_methyl import Loader, LocalWarehouse, MethylStore, Warehouse, open_warehouse
 from xr_methyl.errors import DataError
 from xr_methyl.synthetic import build_cohort
 
@@ -214,7 +214,7 @@ def test_ensure_through_xarray_equals_an_independent_pivot(cohort_case, tmp_path
     wh, truth, standin = cohort_case
     path = tmp_path / "cohort.methyl.zarr"
     MethylStore.create(path, warehouse=wh)
-    assert MethylStore.open(path).manifest["warehouse"] == wh.describe()
+    assert MethylStore.open(path).manifest.warehouse == wh.describe()
     ds = xr.open_dataset(path, engine="methylzarr")
     ids = list(truth.samples.index[[7, 0, 19, 12, 8]])  # across three batches, out of order
     sub = ds.methyl.ensure(ids, progress=False)
@@ -233,7 +233,8 @@ def test_ensure_through_xarray_equals_an_independent_pivot(cohort_case, tmp_path
         # one lookup and one UNLOAD per value table, each a query the stand-in really ran
         assert {q["query_id"] for q in queries} <= set(standin.executions)
         assert store.cost()["queries"] == 3
-        assert store.cost()["bytes_scanned"] == sum(standin.executions[q].scanned for q in {q["query_id"] for q in queries})
+        query_ids = {q["query_id"] for q in queries}
+        assert store.cost()["bytes_scanned"] == sum(standin.executions[q].scanned for q in query_ids)
     # the second call reads the cache only
     report = Loader(store, wh).ingest(ids, progress=False)
     assert report.ingested == [] and not report.warehouse_used

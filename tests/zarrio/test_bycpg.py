@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 import xr_methyl.zarrio.bycpg as bycpg
 from xr_methyl import Layout, MethylStore
-from xr_methyl.zarrio.bycpg import by_cpg_cheaper, plan_gather, read_by_cpg
 from xr_methyl.cli import main as cli
+from xr_methyl.testing.faulty_storage import FaultyStorage
+from xr_methyl.zarrio.bycpg import by_cpg_cheaper, plan_gather, read_by_cpg
 
 N_CPGS = 300  # three CpG shards of 128, the last one partial; its last copy chunk too (300 = 18 * 16 + 12)
 
@@ -104,10 +105,12 @@ def test_a_chunk_that_does_not_divide_a_one_shard_axis_is_rounded_into_the_shard
 
 def test_the_manifest_records_it_and_stores_without_it_read_as_none(tmp_path, filled):
     store, _ = filled
-    assert store.manifest["layout"]["by_cpg"] == {"chunk": 16, "codec": store.layout.by_cpg_codec}
+    assert json.loads(store.storage.read_bytes("manifest.json"))["layout"]["by_cpg"] == {
+        "chunk": 16, "codec": store.layout.by_cpg_codec}
     assert MethylStore.open(store.storage).layout.by_cpg_chunk == 16
-    plain = MethylStore.create(tmp_path / "plain.methyl.zarr", cpg_ids=cpg_table(), layout=Layout(cpg_chunk=32, cpg_shard=128))
-    assert "by_cpg" not in plain.manifest["layout"]  # a default store's manifest is as before
+    plain = MethylStore.create(tmp_path / "plain.methyl.zarr", cpg_ids=cpg_table(),
+                               layout=Layout(cpg_chunk=32, cpg_shard=128))
+    assert "by_cpg" not in json.loads(plain.storage.read_bytes("manifest.json"))["layout"]  # as before the option
     assert plain.array_names == ("beta", "coverage")
     old = {"sample_block": 8, "chunk_shape": [1, 65536], "shard_shape": [8, 2**21]}  # written before the option
     assert Layout.from_json(old) == Layout()
@@ -221,25 +224,18 @@ def test_appends_never_rewrite_existing_shards_of_the_copy(filled):
     assert store.verify().ok
 
 
-def test_an_interrupted_append_reopens_at_the_last_commit_and_is_reclaimed(filled, monkeypatch):
+def test_an_interrupted_append_reopens_at_the_last_commit_and_is_reclaimed(filled):
     store, beta = filled
     before = shard_hashes(store)
 
     class Crash(Exception):
         pass
 
-    import xr_methyl.store as store_module
-
-    real = store_module._write_by_cpg
-
-    def crash(*args, **kwargs):
-        real(*args, **kwargs)  # the copy's new shards are written, then the writer dies
-        raise Crash
-
-    monkeypatch.setattr(store_module, "_write_by_cpg", crash)
+    # The copy's new shards are written (after beta's and coverage's), then the writer dies.
+    faulty = FaultyStorage(store.storage, "blocks/*", fault=Crash)
     with pytest.raises(Crash):
-        fill(store, batches=((5, 8),), prefix="N")
-    monkeypatch.undo()
+        fill(MethylStore.open(faulty), batches=((5, 8),), prefix="N")
+    assert any(key.startswith("beta_by_cpg.zarr/c/") for key in faulty.writes)
     reopened = MethylStore.open(store.storage)
     assert len(reopened.sample_ids) == 12
     orphans = [key for key, _ in reopened.gc(dry_run=True).removed if key.startswith("beta_by_cpg.zarr/c/")]

@@ -1,7 +1,10 @@
 """The xarray backend ``engine="methylzarr"``: a store as a lazy, labelled Dataset.
 
-xarray imports this module whenever it looks up engines, so it imports only
-xarray and numpy at module level.
+xarray imports this module whenever it looks up engines, and with it the
+``xr_methyl`` package: at module level it needs only numpy, pandas, xarray and
+xr_methyl's own light modules; zarr, pyarrow and the warehouse and storage
+clients are imported when a store is opened (``tests/dataset/test_backend.py``
+checks that looking up engines imports none of the heavy clients).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from xr_methyl.zarrio.bycpg import by_cpg_cheaper, read_by_cpg
 from xr_methyl.dataset.cpg_index import CpgIndex, locus_coords
+from xr_methyl.zarrio.bycpg import by_cpg_cheaper, read_by_cpg
 from xr_methyl.zarrio.rowread import read_rows
 
 STORE_ATTR = "methylzarr_store"
@@ -27,6 +30,10 @@ STORE_ATTR = "methylzarr_store"
 _WAREHOUSES: dict[str, Any] = {}
 # The storage (with its S3 options) of each store opened here, by location, so that
 # ds.methyl reopens it the same way; options may hold credentials, so never in attrs.
+# Both hold one small object per distinct store location opened by this process (a
+# location and its options, a warehouse's configuration; no data), replaced when the
+# store is opened again: they grow with the number of stores a process opens, not with
+# how often.  Evicting an entry would make ds.methyl reopen an S3 store without its options.
 _STORAGES: dict[str, Any] = {}
 
 
@@ -70,7 +77,8 @@ class StoreArray(BackendArray):
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         sample_key, cpg_key = key.tuple
-        if isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray) and sample_key.dtype.kind in "iu":
+        if (isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray)
+                and sample_key.dtype.kind in "iu"):
             # A list of samples in any order, repeats included, is read straight into
             # place (xarray would read it sorted and reorder a copy).
             picked = copy.copy(self)
@@ -100,7 +108,8 @@ class StoreArray(BackendArray):
         if np.ndim(rows) == 0:
             return self.array.get_orthogonal_selection((int(rows), cpg_key))
         rows = np.asarray(rows)
-        if self.by_cpg is not None and isinstance(cpg_key, np.ndarray) and self.by_cpg.cheaper(rows, cpg_key, self.shape[1]):
+        if (self.by_cpg is not None and isinstance(cpg_key, np.ndarray)
+                and self.by_cpg.cheaper(rows, cpg_key, self.shape[1])):
             return self.by_cpg.read(self.storage, rows, cpg_key)
         return read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
 
@@ -131,11 +140,6 @@ class ByCpg:
         return read_by_cpg(self._array, rows, cols, block=self.layout.sample_block)
 
 
-def open_store_dataset(store, *, chunks=None, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
-    """Open a :class:`MethylStore` (or path) through the backend, with xarray's chunking."""
-    return xr.open_dataset(store, engine="methylzarr", chunks=chunks, drop_variables=drop_variables)
-
-
 def samples_dataset(store, positions: np.ndarray, chunks: dict) -> xr.Dataset:
     """The committed samples at ``positions`` (any order, repeats allowed), dask-backed with ``chunks``.
 
@@ -162,7 +166,7 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
     data_vars = {}
     by_cpg = None
     if store.layout.by_cpg_chunk and "beta" not in drop:
-        from xr_methyl.store import BETA_BY_CPG
+        from xr_methyl.store.layout import BETA_BY_CPG
 
         by_cpg = ByCpg(BETA_BY_CPG, store.layout, store.array("beta_by_cpg"))
     for name in ("beta", "coverage"):

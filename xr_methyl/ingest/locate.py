@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from xr_methyl.store.cpg_axis import CpgAxis
 from xr_methyl.errors import WarehouseError
 from xr_methyl.ingest.hashing import CpgLookup
+from xr_methyl.store.cpg_axis import CpgAxis
 
 
 @dataclass

@@ -166,7 +166,8 @@ class LocalStorage:
             def publish(key: str, data: bytes) -> None:
                 staged.write_atomic(key, data)
                 if not self.publish(staged):
-                    raise StoreExistsError(f"{self.uri} appeared while the store was being created; nothing was changed")
+                    raise StoreExistsError(f"{self.uri} appeared while the store was being created; "
+                                           "nothing was changed")
             yield staged, publish
         finally:
             staged.remove_tree("")

@@ -45,7 +45,14 @@ from xr_methyl.errors import (
     StoreNotFoundError,
 )
 from xr_methyl.storage import json_bytes
-from xr_methyl.storage.leases import LEASE_SECONDS, OWNER_FILE, LeaseLock, owner_alive_at, process_identity, read_owner_bytes
+from xr_methyl.storage.leases import (
+    LEASE_SECONDS,
+    OWNER_FILE,
+    LeaseLock,
+    owner_alive_at,
+    process_identity,
+    read_owner_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +447,8 @@ class S3Storage:
     def _delete_keys(self, full_keys: list[str]) -> None:
         for i in range(0, len(full_keys), _DELETE_BATCH):
             batch = full_keys[i : i + _DELETE_BATCH]
-            response = self._call("delete_objects", None, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            response = self._call("delete_objects", None,
+                                  Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
             errors = response.get("Errors") or []
             if errors:
                 first = errors[0]

@@ -7,8 +7,7 @@ creation: the ids sorted (with the column of each), for label look-ups by
 binary search, and the loci as sorted int64 keys ``chrom_code << 40 | pos``,
 for region look-ups.  Every one is a plain ``.npy`` file, memory-mapped when a
 store is opened, so opening costs no time or memory in the axis length and a
-look-up touches only the pages its binary search visits.  (Format 1 stores kept
-the loci in ``cpg_loci.npz``; their look-up tables are built in memory.)
+look-up touches only the pages its binary search visits.
 
 A store on S3 cannot be memory-mapped: :func:`open_remote` downloads its axis
 files once into a local cache (``$XR_METHYL_CACHE``, default
@@ -37,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from xr_methyl.errors import CorruptStoreError, DataError
+from xr_methyl.errors import CorruptStoreError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -259,24 +258,8 @@ class CpgAxis:
                 )
         return axis
 
-    def loci_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, chrom_names=self.chrom_names, chrom_codes=self.chrom_codes, pos=self.pos)
-        return buf.getvalue()
 
-    @classmethod
-    def from_bytes(cls, ids: bytes, loci: bytes | None) -> CpgAxis:
-        try:
-            id_array = np.load(io.BytesIO(ids), allow_pickle=False)
-            if loci is None:
-                return cls(ids=id_array)
-            with np.load(io.BytesIO(loci), allow_pickle=False) as z:
-                return cls(ids=id_array, chrom_names=z["chrom_names"], chrom_codes=z["chrom_codes"], pos=z["pos"])
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
-
-
-#: Directory of a format 2 store holding the loci and look-up tables of the axis.
+#: Directory of a store holding the loci and look-up tables of the axis.
 INDEX_DIR = "cpg_index"
 #: Environment variable naming the local cache of remote stores' CpG axes.
 CACHE_ENV = "XR_METHYL_CACHE"
@@ -288,6 +271,51 @@ class RemoteAxis:
 
     storage: Any
     files: tuple[tuple[str, str], ...]
+
+
+def open_axis(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
+    """The CpG axis of a store: memory-mapped in place, or through the local cache for S3.
+
+    ``files``: the sha256 of each axis file, as the manifest records them (``axis_files``).
+    """
+    if storage.is_local:
+        return CpgAxis.open(storage.root)
+    if files:
+        return open_remote(storage, files, data=data)
+    # A store written before axis_files were recorded: no cache key to trust, so read it into memory.
+    keys = ["cpg_ids.npy", *(f"{INDEX_DIR}/{name}" for name in storage.list_dir(INDEX_DIR))]
+    try:
+        return CpgAxis.from_files({key: storage.read_bytes(key) for key in keys})
+    except FileNotFoundError as err:
+        raise CorruptStoreError(f"{storage.uri}: cannot read the store's CpG axis files: {err}") from err
+
+
+def axis_from(cpg_ids, warehouse) -> CpgAxis:
+    """The axis of a new store: ``cpg_ids`` (ids, or a table with loci) or the warehouse's ``cpgs`` table.
+
+    Ids given with a warehouse take their loci from its ``cpgs`` table.
+    """
+    if cpg_ids is None:
+        if warehouse is None:
+            raise StoreError("give cpg_ids or a warehouse: the CpG axis must be fixed when a store is created")
+        return CpgAxis.from_table(warehouse.cpgs())
+    if isinstance(cpg_ids, pa.Table):
+        return CpgAxis.from_table(cpg_ids)
+    if hasattr(cpg_ids, "columns") and "cpg_id" in getattr(cpg_ids, "columns", ()):  # a pandas DataFrame
+        return CpgAxis.from_table(pa.Table.from_pandas(cpg_ids, preserve_index=False))
+    axis = CpgAxis.from_ids([str(c) if isinstance(c, np.str_) else c for c in cpg_ids])
+    if warehouse is None:
+        return axis
+    # Loci of the requested ids, from the warehouse's cpgs table.
+    table = warehouse.cpgs()
+    wanted = axis.to_arrow()
+    where = pc.index_in(wanted, value_set=table.column("cpg_id").combine_chunks().cast(pa.string()))
+    if where.null_count:
+        unknown = wanted.filter(pc.is_null(where))
+        raise DataError(
+            f"{len(unknown)} cpg_id(s) are not in the warehouse's cpgs table, e.g. {unknown[0].as_py()!r}"
+        )
+    return CpgAxis.from_table(table.take(where))
 
 
 def file_hashes(files: Mapping[str, bytes]) -> dict[str, str]:

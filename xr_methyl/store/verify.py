@@ -98,9 +98,9 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
 
 
 def _check_axis(store, report: VerifyReport) -> None:
-    import hashlib
+    from xr_methyl.store.cpg_axis import INDEX_DIR
 
-    for key, digest in (store.manifest.get("axis_files") or {}).items():
+    for key, digest in store.manifest.axis_files.items():
         try:
             data = store.storage.read_bytes(key)
         except FileNotFoundError:
@@ -110,14 +110,14 @@ def _check_axis(store, report: VerifyReport) -> None:
             report.problems.append(f"{key} differs from what the store was created with (sha256 mismatch)")
     axis = store.cpg_axis
     if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
-        report.problems.append(f"cpg_loci.npz has {len(axis.pos)} positions for {len(axis)} CpGs")
+        report.problems.append(f"{INDEX_DIR}/pos.npy has {len(axis.pos)} positions for {len(axis)} CpGs")
     elif axis.has_loci and len(axis.chrom_names) and int(axis.chrom_codes.max(initial=0)) >= len(axis.chrom_names):
-        report.problems.append("cpg_loci.npz refers to a chromosome it does not name")
+        report.problems.append(f"{INDEX_DIR}/chrom.npy refers to a chromosome that chrom_names.npy does not name")
     report.checked["cpgs"] = len(axis)
 
 
 def _check_sidecars(store, report: VerifyReport) -> None:
-    from xr_methyl.store import BATCHES, SAMPLES
+    from xr_methyl.store.layout import BATCHES, SAMPLES
 
     commit = store.commit
     samples = store.storage.read_json(SAMPLES)
@@ -151,8 +151,9 @@ def _check_arrays(store, report: VerifyReport) -> None:
     main = ((layout.sample_block, layout.cpg_shard), (layout.chunk_rows, layout.cpg_chunk))
     expected = {"beta": (np.dtype("float32"), "nan", main), "coverage": (store.coverage_dtype, 0, main)}
     if layout.by_cpg_chunk:
-        expected["beta_by_cpg"] = (np.dtype("float32"), "nan", ((layout.sample_block, layout.by_cpg_shard(store.n_cpgs)),
-                                                                (layout.sample_block, layout.by_cpg_chunk)))
+        copy_grid = ((layout.sample_block, layout.by_cpg_shard(store.n_cpgs)),
+                     (layout.sample_block, layout.by_cpg_chunk))
+        expected["beta_by_cpg"] = (np.dtype("float32"), "nan", copy_grid)
     for name, (dtype, fill, (shards, chunks)) in expected.items():
         arr = store.array(name)  # raises CorruptStoreError on a broken zarr.json or a short shape
         meta = arr.metadata
@@ -173,7 +174,7 @@ def _check_arrays(store, report: VerifyReport) -> None:
 
 
 def _check_blocks(store, report: VerifyReport) -> None:
-    from xr_methyl.store import block_record_key
+    from xr_methyl.store.layout import block_record_key
 
     commit, layout = store.commit, store.layout
     arrays = {name: store.array(name) for name in store.array_names}
@@ -276,8 +277,7 @@ def _check_values(report: VerifyReport, name: str, key: str, values: np.ndarray,
 def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int | None) -> None:
     import pyarrow.compute as pc
 
-    from xr_methyl.ingest.loader import Loader
-    from xr_methyl.warehouse import VALUE_TABLES
+    from xr_methyl.warehouse import VALUE_TABLES, resolve
 
     ids = store.sample_ids
     if not ids:
@@ -288,7 +288,7 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
     cell_sample = rng.integers(len(chosen), size=cells)
     cell_cpg = rng.integers(store.n_cpgs, size=cells)
     labels = store.cpg_axis.labels()
-    wh = Loader(store, warehouse).warehouse
+    wh = resolve(warehouse, store)
     table = wh.resolve_samples(chosen)
     batch_of = dict(zip(table.column("sample_id").to_pylist(), table.column("batch_id").to_pylist()))
     for s in chosen:

@@ -283,7 +283,8 @@ class AthenaStandIn:
                 "ResultSetMetadata": {
                     "ColumnInfo": [
                         {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": name, "Label": name,
-                         "Type": kind, "Precision": 0, "Scale": 0, "Nullable": "UNKNOWN", "CaseSensitive": kind == "varchar"}
+                         "Type": kind, "Precision": 0, "Scale": 0, "Nullable": "UNKNOWN",
+                         "CaseSensitive": kind == "varchar"}
                         for name, kind in ex.columns
                     ]
                 },
@@ -322,8 +323,8 @@ class AthenaStandIn:
         """Parse an Athena SELECT, bind its tables to Iceberg scans, run it on DuckDB."""
         import duckdb
         import sqlglot
-        from sqlglot import exp
         from pyiceberg.expressions import AlwaysTrue, In
+        from sqlglot import exp
 
         try:
             statements = [s for s in sqlglot.parse(select_sql, read="athena") if s is not None]
@@ -378,7 +379,8 @@ class AthenaStandIn:
             prefix += "/"
         listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         if listing.get("KeyCount", 0):
-            raise QueryFailed(f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{ex.query_id}' already exists: {location}")
+            raise QueryFailed(f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{ex.query_id}' already "
+                              f"exists: {location}")
         result = self._duckdb_query(select_sql, ex)
         partitioned_by = options.get("partitioned_by", [])
         if result.schema.names[len(result.schema.names) - len(partitioned_by):] != partitioned_by:
@@ -411,7 +413,8 @@ class AthenaStandIn:
             part = data.take(pa.array(rows))
             for n, lo in enumerate(range(0, max(len(part), 1), self.rows_per_file)):
                 buffer = io.BytesIO()
-                pq.write_table(part.slice(lo, self.rows_per_file), buffer, compression=options.get("compression", "snappy").lower())
+                pq.write_table(part.slice(lo, self.rows_per_file), buffer,
+                               compression=options.get("compression", "snappy").lower())
                 key = f"{prefix}{path}{ex.query_id}_{n:05d}_{uuid.uuid4().hex[:8]}"  # no extension, as Athena
                 self.s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
                 written.append(f"s3://{bucket}/{key}")
@@ -513,7 +516,8 @@ def parse_unload(query: str) -> tuple[str, str, dict[str, Any]]:
     options: dict[str, Any] = {}
     body = tail[2:]
     if body:
-        if body[0].text.upper() != "WITH" or body[1].token_type != TokenType.L_PAREN or body[-1].token_type != TokenType.R_PAREN:
+        if (body[0].text.upper() != "WITH" or body[1].token_type != TokenType.L_PAREN
+                or body[-1].token_type != TokenType.R_PAREN):
             raise QueryFailed("SYNTAX_ERROR: expected WITH (...) after the location")
         i, inner = 0, body[2:-1]
         while i < len(inner):

@@ -179,12 +179,11 @@ def stray_files(path) -> list[str]:
     ``path``: a store directory, or a storage (an S3 store's ``store.storage``).
     """
     from xr_methyl import MethylStore
-    from xr_methyl.store import (
+    from xr_methyl.store.cpg_axis import INDEX_DIR
+    from xr_methyl.store.layout import (
         ARRAY_KEYS,
         BATCHES,
         CPG_IDS,
-        CPG_LOCI,
-        INDEX_DIR,
         MANIFEST,
         PROVENANCE,
         SAMPLE_IDS,
@@ -194,7 +193,7 @@ def stray_files(path) -> list[str]:
 
     store = MethylStore.open(path)
     n_blocks = store.commit.n_rows // store.layout.sample_block
-    keep = {MANIFEST, SAMPLE_IDS, SAMPLES, BATCHES, PROVENANCE, CPG_IDS, CPG_LOCI,
+    keep = {MANIFEST, SAMPLE_IDS, SAMPLES, BATCHES, PROVENANCE, CPG_IDS,
             *(f"{ARRAY_KEYS[name]}/zarr.json" for name in store.array_names)}
     for b in range(n_blocks):
         keep.add(block_record_key(b))
@@ -254,7 +253,8 @@ def run_trials(trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 
             p.stdout.readline()  # "ready": imports done
         ready = time.perf_counter()
         window = ingest_seconds * (1.2 + 0.4 * (n_writers - 1)) + (1.0 if reset else 0.0)
-        kill_at = {i: ready + float(rng.uniform(0, window)) for i in range(n_writers) if rng.random() < kill_probability}
+        kill_at = {i: ready + float(rng.uniform(0, window)) for i in range(n_writers)
+                   if rng.random() < kill_probability}
         for i, when in sorted(kill_at.items(), key=lambda kv: kv[1]):
             time.sleep(max(0.0, when - time.perf_counter()))
             if procs[i].poll() is None:
@@ -323,7 +323,8 @@ def _young_unlocked_temp(store_path: Path, key: str) -> bool:
 
     The store leaves these alone for a minute (their writer may be alive) and reclaims them after.
     """
-    from xr_methyl.store import LOCK, STALE_TEMP_SECONDS
+    from xr_methyl.store.gc import STALE_TEMP_SECONDS
+    from xr_methyl.store.layout import LOCK
 
     if not key.startswith((f".{LOCK}.", ".probe-")):
         return False

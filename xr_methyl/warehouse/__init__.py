@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from xr_methyl.errors import WarehouseError
-from xr_methyl.warehouse.base import EXPORT_SCHEMA, VALUE_TABLES, Export, Warehouse, check_ids
 from xr_methyl.warehouse.athena import AthenaWarehouse
+from xr_methyl.warehouse.base import EXPORT_SCHEMA, VALUE_TABLES, Export, Warehouse, check_ids
 from xr_methyl.warehouse.iceberg import IcebergWarehouse
 from xr_methyl.warehouse.local import LocalWarehouse
 
@@ -32,6 +32,7 @@ __all__ = [
     "Warehouse",
     "check_ids",
     "open_warehouse",
+    "resolve",
 ]
 
 #: URI schemes of Iceberg catalogs read directly (see IcebergWarehouse.from_uri).
@@ -70,3 +71,21 @@ def open_warehouse(spec: Warehouse | str | os.PathLike) -> Warehouse:
             f"athena:// or an Iceberg catalog ({', '.join(s + '://' for s in _ICEBERG_SCHEMES)})"
         )
     raise TypeError(f"expected a Warehouse, a URI or a path, got {type(spec).__name__}")
+
+
+def resolve(spec: Warehouse | str | os.PathLike | None, store) -> Warehouse:
+    """The warehouse to ingest from or compare with: ``spec``, else the one the store's manifest records.
+
+    ``store`` is a :class:`~xr_methyl.MethylStore` (any object with its
+    ``manifest.warehouse`` and ``storage.uri``).  Raises
+    :class:`~xr_methyl.errors.DataError` when neither names a warehouse.
+    """
+    from xr_methyl.errors import DataError
+
+    spec = spec if spec is not None else store.manifest.warehouse
+    if spec is None:
+        raise DataError(
+            f"the store {store.storage.uri} records no warehouse and none was given; "
+            "pass warehouse= to ingest missing samples"
+        )
+    return open_warehouse(spec)

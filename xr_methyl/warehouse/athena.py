@@ -190,7 +190,8 @@ class AthenaWarehouse:
                 kind = _OPTIONS[key]
                 kwargs[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
             else:
-                raise WarehouseError(f"{uri!r}: unknown option {key!r}; expected one of {sorted(_OPTIONS)} or table.<name>")
+                raise WarehouseError(f"{uri!r}: unknown option {key!r}; expected one of {sorted(_OPTIONS)} "
+                                     "or table.<name>")
         if "unload_location" not in kwargs:
             raise WarehouseError(f"{uri!r} has no unload_location=s3://...")
         try:
@@ -305,7 +306,8 @@ class AthenaWarehouse:
             }
             if result.state != AthenaQueryExecution.STATE_SUCCEEDED:
                 raise WarehouseError(
-                    f"Athena query {query_id} ({what}) {result.state}: {result.state_change_reason or 'no reason given'}"
+                    f"Athena query {query_id} ({what}) {result.state}: "
+                    f"{result.state_change_reason or 'no reason given'}"
                 )
             log.info("Athena query %s (%s): %d bytes scanned", query_id, what, record["bytes_scanned"])
             return result, record
@@ -366,7 +368,8 @@ class AthenaWarehouse:
         rows.sort(key=lambda r: (position.get(r[sample_at], len(ids)), str(r[names.index("batch_id")])))
         rows = [r for r in rows if r[sample_at] in position]
         # sample_id and batch_id first, the metadata after, as every warehouse returns them.
-        order = [sample_at, names.index("batch_id")] + [i for i, n in enumerate(names) if n not in ("sample_id", "batch_id")]
+        order = [sample_at, names.index("batch_id")] + [i for i, n in enumerate(names)
+                                                        if n not in ("sample_id", "batch_id")]
         columns = {names[i]: _arrow_column([r[i] for r in rows], types[i]) for i in order}
         out = pa.table(columns)
         sample_col = out["sample_id"].to_pylist()
@@ -423,6 +426,18 @@ class AthenaWarehouse:
         return Export(table=table, files=files, filesystem=self._filesystem(), cleanup=cleanup, provenance=provenance)
 
     # ---------------------------------------------------------------------- S3
+
+    def plan_export(self, table: str, batches: Mapping[str, Sequence[str]]) -> Export | None:
+        """None: Athena's files are read through queries only (see :meth:`export`)."""
+        return None
+
+    def reclaim_exports(self, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Nothing to reclaim from here: an UNLOAD prefix is removed when its export closes.
+
+        One left by a killed process is not tracked; an S3 lifecycle rule on
+        ``unload_location`` clears such prefixes.
+        """
+        return []
 
     @staticmethod
     def _split(uri: str) -> tuple[str, str]:

@@ -120,7 +120,8 @@ def resolve_sql(database: str, table: str, sample_ids: Sequence[str]) -> str:
     )
 
 
-def split_for_resolve(sample_ids: Sequence[str], *, max_bytes: int = MAX_QUERY_BYTES, reserve: int = 1024) -> list[list[str]]:
+def split_for_resolve(sample_ids: Sequence[str], *, max_bytes: int = MAX_QUERY_BYTES,
+                      reserve: int = 1024) -> list[list[str]]:
     """Split ids into runs whose IN list keeps a resolve query under ``max_bytes``."""
     runs: list[list[str]] = [[]]
     size = 0
@@ -181,7 +182,8 @@ def _batch_clause(batch_id: str, samples: Sequence[str]) -> str:
     return f'("batch_id" = {quote_literal(batch_id)} AND "sample_id" IN {_in_list(samples)})'
 
 
-def unload_sql(database: str, table: str, value_column: str, location: str, batches: Mapping[str, Sequence[str]]) -> str:
+def unload_sql(database: str, table: str, value_column: str, location: str,
+               batches: Mapping[str, Sequence[str]]) -> str:
     """The UNLOAD of exactly the given (batch, sample) pairs of one value table.
 
     The ``batch_id IN (...)`` list lets Athena prune partitions; the per-batch

@@ -151,3 +151,18 @@ class Warehouse(Protocol):
     def export(self, table: str, batches: Mapping[str, Sequence[str]]) -> Export:
         """Export the long rows of ``table`` ("beta" or "coverage") for the given
         ``{batch_id: [sample_id, ...]}`` in one query, partitioned by batch."""
+
+    def plan_export(self, table: str, batches: Mapping[str, Sequence[str]]) -> Export | None:
+        """The warehouse's own files of these batches, to be read in place (no staged copy), or None.
+
+        A warehouse whose files cannot be read directly (a query engine's, or
+        files that need merging) returns None, and the loader calls
+        :meth:`export` instead.
+        """
+
+    def reclaim_exports(self, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove export staging that killed exporters left; return (location, bytes) of each.
+
+        ``xr-methyl gc --warehouse`` calls it; a warehouse that leaves nothing
+        it can find returns an empty list.  With ``dry_run`` only report.
+        """

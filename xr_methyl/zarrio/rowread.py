@@ -117,9 +117,10 @@ def _zarr_read_into(array, jobs: list[tuple[tuple, np.ndarray]]) -> None:
     import zarr
     from zarr.buffer.cpu import NDBuffer
 
-    try:
-        from zarr.core.sync import sync
-    except ImportError:  # not public API: read one selection after another
+    from xr_methyl.zarrio.internals import event_loop_runner
+
+    sync = event_loop_runner()
+    if sync is None:  # zarr's event loop is not public API: without it, read one selection after another
         for selection, dest in jobs:
             array.get_orthogonal_selection(selection, out=NDBuffer.from_numpy_array(dest))
         return
@@ -280,14 +281,15 @@ def local_sharding(array):
     """``(sharding codec, directory)`` of a 2-D Zarr v3 array in a local store, sharded on a regular grid
     into whole inner chunks with the default shard index (little-endian, crc32c); None otherwise."""
     from zarr.codecs import Crc32cCodec, ShardingCodec
-    from zarr.core.chunk_grids import RegularChunkGrid
     from zarr.storage import LocalStore
+
+    from xr_methyl.zarrio.internals import regular_grid
 
     meta = array.metadata
     store_path = array.async_array.store_path
     if meta.zarr_format != 3 or array.ndim != 2 or not isinstance(store_path.store, LocalStore):
         return None
-    if not isinstance(meta.chunk_grid, RegularChunkGrid) or len(meta.codecs) != 1:
+    if not regular_grid(meta) or len(meta.codecs) != 1:
         return None
     (sharding,) = meta.codecs
     if not isinstance(sharding, ShardingCodec) or meta.chunk_grid.chunk_shape[1] % sharding.chunk_shape[1]:
