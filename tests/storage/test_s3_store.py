@@ -1,7 +1,7 @@
 """Stores on S3 (moto's server): the same layout, append rule, commit point, lock and errors as on disk.
 
 No AWS credentials: moto's ThreadedMotoServer on a free port, dummy credentials
-for the session (see aws_support).  The store tests that do not depend on local
+for the session (the ``moto_server`` fixture of conftest.py).  The store tests that do not depend on local
 paths also run on S3 (tests/store/test_store.py's ``any_store``); these are what S3 adds.
 """
 
