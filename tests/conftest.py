@@ -36,6 +36,7 @@ class Truth:
     beta: pd.DataFrame  # samples x cpgs, float32, NaN where the warehouse has no row
     coverage: pd.DataFrame  # samples x cpgs, int, 0 where the warehouse has no row
     samples: pd.DataFrame  # sample_batch_map indexed by sample_id
+    rows: dict[str, pd.DataFrame]  # the long beta and coverage tables as stored, NULL values included
 
 
 def read_truth(warehouse) -> Truth:
@@ -53,11 +54,13 @@ def read_truth(warehouse) -> Truth:
 
     cpg_order = table("cpgs")["cpg_id"]
     samples = table("sample_batch_map").set_index("sample_id").sort_index()
-    beta = table("beta").pivot(index="sample_id", columns="cpg_id", values="beta")
-    coverage = table("coverage").pivot(index="sample_id", columns="cpg_id", values="coverage")
+    rows = {name: table(name) for name in ("beta", "coverage")}
+    # A NULL (or NaN) beta is NaN, as a missing row; a NULL or missing coverage is 0.
+    beta = rows["beta"].pivot(index="sample_id", columns="cpg_id", values="beta")
+    coverage = rows["coverage"].pivot(index="sample_id", columns="cpg_id", values="coverage")
     beta = beta.reindex(index=samples.index, columns=cpg_order).astype(np.float32)
     coverage = coverage.reindex(index=samples.index, columns=cpg_order).fillna(0).astype(np.int64)
-    return Truth(beta=beta, coverage=coverage, samples=samples)
+    return Truth(beta=beta, coverage=coverage, samples=samples, rows=rows)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,6 +7,8 @@ The data look like whole-genome bisulfite sequencing in a long warehouse:
 * sparse coverage: each sample misses its own random 5-30 % of CpGs, which
   then have no row at all;
 * bimodal betas (most CpGs near 0 or near 1) and coverage >= 1;
+* a few NULL betas (0.2 % of rows by default) whose coverage row is kept, as
+  pipelines write them for a call that failed;
 * a set of age-associated CpGs whose beta drifts linearly with age;
 * rows shuffled within each batch, as warehouse files are not sorted by CpG.
 
@@ -62,6 +64,8 @@ class Cohort:
         ``{batch_id: [sample_id, ...]}``.
     missing_fractions
         Fraction of CpGs each sample has no row for.
+    null_betas
+        Number of rows of each sample whose beta is NULL (their coverage row is kept).
     """
 
     warehouse: IcebergWarehouse
@@ -72,6 +76,7 @@ class Cohort:
     ages: dict[str, float]
     batches: dict[str, list[str]]
     missing_fractions: dict[str, float]
+    null_betas: dict[str, int]
 
 
 def _ids(prefix: str, n: int, min_width: int) -> list[str]:
@@ -80,7 +85,8 @@ def _ids(prefix: str, n: int, min_width: int) -> list[str]:
 
 
 def _check_args(
-    n_samples: int, n_cpgs: int, batch_size: int, n_chroms: int, n_age_cpgs: int, missing_fraction: tuple[float, float]
+    n_samples: int, n_cpgs: int, batch_size: int, n_chroms: int, n_age_cpgs: int, missing_fraction: tuple[float, float],
+    null_beta_fraction: float,
 ) -> None:
     if n_samples < 1:
         raise ValueError(f"n_samples={n_samples!r}; need at least 1 sample")
@@ -93,6 +99,8 @@ def _check_args(
     lo, hi = missing_fraction
     if not 0.0 <= lo <= hi < 1.0:
         raise ValueError(f"missing_fraction={missing_fraction!r}; need (low, high) with 0 <= low <= high < 1")
+    if not 0.0 <= null_beta_fraction < 1.0:
+        raise ValueError(f"null_beta_fraction={null_beta_fraction!r}; need 0 <= null_beta_fraction < 1")
 
 
 def _design_cpgs(rng: np.random.Generator, n_cpgs: int, n_chroms: int) -> tuple[pa.Array, pa.Array, np.ndarray]:
@@ -129,6 +137,7 @@ def build_cohort(
     n_chroms: int = 5,
     n_age_cpgs: int = 300,
     missing_fraction: tuple[float, float] = (0.05, 0.30),
+    null_beta_fraction: float = 0.002,
     seed: int = 0,
     shuffle_rows: bool = True,
     progress: bool = False,
@@ -152,6 +161,10 @@ def build_cohort(
     missing_fraction
         ``(low, high)``: each sample misses a fraction drawn uniformly from
         this range of the CpGs (no row in either value table).
+    null_beta_fraction
+        Fraction of the remaining rows whose beta is NULL while their coverage
+        row stays (a call that failed); 0 writes none.  Drawn from a random
+        stream of its own, so the other values do not depend on it.
     seed
         Seed of the random generator; the same seed gives the same cohort.
     shuffle_rows
@@ -164,9 +177,11 @@ def build_cohort(
     Cohort
         The design (ids, ages, age CpGs, ...), not the values.
     """
-    _check_args(n_samples, n_cpgs, batch_size, n_chroms, n_age_cpgs, missing_fraction)
+    _check_args(n_samples, n_cpgs, batch_size, n_chroms, n_age_cpgs, missing_fraction, null_beta_fraction)
     wh = warehouse if isinstance(warehouse, IcebergWarehouse) else LocalWarehouse(warehouse)
     rng = np.random.default_rng(seed)
+    null_rng = np.random.default_rng([seed, 1])  # its own stream: the other values do not depend on it
+    null_betas = np.zeros(n_samples, dtype=np.int64)
 
     # --- design: samples, batches, CpGs, age effects
     sample_ids = _ids("S", n_samples, 4)
@@ -237,13 +252,15 @@ def build_cohort(
         np.clip(beta, 0.0, 1.0, out=beta)
         p = _DEPTH_DISPERSION / (_DEPTH_DISPERSION + _MEAN_DEPTH - 1)
         coverage = 1 + rng.negative_binomial(_DEPTH_DISPERSION, p, size=cpg.size)
+        null = null_rng.random(cpg.size) < null_beta_fraction
+        null_betas += np.bincount(smp[null], minlength=n_samples)
 
         keys = {
             "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), cpg.size),
             "sample_id": sample_arr.take(pa.array(smp)),
             "cpg_id": cpg_ids.take(pa.array(cpg)),
         }
-        wh.append("beta", pa.table({**keys, "beta": pa.array(beta, pa.float64())}))
+        wh.append("beta", pa.table({**keys, "beta": pa.array(beta, pa.float64(), mask=null)}))
         wh.append("coverage", pa.table({**keys, "coverage": pa.array(coverage, pa.int64())}))
         if bar is not None:
             bar.update(1)
@@ -259,4 +276,5 @@ def build_cohort(
         ages={s: float(a) for s, a in zip(sample_ids, ages)},
         batches={bid: [sample_ids[s] for s in np.flatnonzero(batch_of_sample == b)] for b, bid in enumerate(batch_ids)},
         missing_fractions={s: float(k) / n_cpgs for s, k in zip(sample_ids, n_missing)},
+        null_betas={s: int(k) for s, k in zip(sample_ids, null_betas)},
     )

@@ -109,8 +109,8 @@ def test_rows_off_the_cpg_axis_are_dropped_with_a_count(warehouse, truth, tmp_pa
     axis = cohort.cpg_ids.to_pylist()[::2]  # a store that keeps every other CpG
     store = MethylStore.create(tmp_path / "half.zarr", cpg_ids=axis, warehouse=warehouse)
     ids = ["S0004", "S0015"]
-    expected_dropped = int(truth.beta.loc[ids].drop(columns=axis).notna().to_numpy().sum()
-                           + (truth.coverage.loc[ids].drop(columns=axis).to_numpy() > 0).sum())
+    expected_dropped = sum(int((rows["sample_id"].isin(ids) & ~rows["cpg_id"].isin(axis)).sum())
+                           for rows in truth.rows.values())  # rows with a NULL value count too
     with pytest.warns(UnknownCpgWarning, match=f"dropped {expected_dropped} warehouse row"):
         sub = Loader(store).load(ids, progress=False)
     np.testing.assert_array_equal(sub.beta.values, truth.beta.loc[ids, axis].to_numpy())

@@ -50,7 +50,7 @@ def test_rows_of_unrequested_samples_are_a_warehouse_error():
     assert sorted(np.concatenate([o.cols for o in out]).tolist()) == [0, 1]
 
 
-def test_null_values_come_back_as_nan_for_the_range_check():
+def test_null_values_come_back_as_nan():
     locator = Locator(CpgAxis.from_ids(["c1"]))
     table = pa.table({"sample_id": ["a"], "cpg_id": ["c1"], "value": pa.array([None], pa.float64())})
     (located,) = list(locator.locate(rows_of(table), ["a"]))

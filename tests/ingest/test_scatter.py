@@ -72,7 +72,7 @@ def test_any_repeated_cell_is_reported(case, data):
         block.finish()
 
 
-@pytest.mark.parametrize("bad", [-0.01, 1.5, np.nan, np.inf])
+@pytest.mark.parametrize("bad", [-0.01, 1.5, np.inf, -np.inf])
 def test_out_of_range_beta_names_the_sample(bad):
     block = WideBlock("beta", ["S0", "S1"], 4)
     with pytest.raises(DataError, match="'S1'") as err:
@@ -81,7 +81,9 @@ def test_out_of_range_beta_names_the_sample(bad):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "bad"), [("uint16", 65536), ("uint8", 256), ("uint16", -1), ("uint16", 2.5), ("uint16", np.nan)]
+    ("dtype", "bad"),
+    [("uint16", 65536), ("uint8", 256), ("uint16", -1), ("uint16", 2.5), ("uint16", -0.5), ("uint16", np.inf),
+     ("uint16", -np.inf)],
 )
 def test_coverage_that_does_not_fit_the_dtype_names_the_sample(dtype, bad):
     block = WideBlock("coverage", ["S0", "S1"], 3, dtype)
@@ -90,6 +92,30 @@ def test_coverage_that_does_not_fit_the_dtype_names_the_sample(dtype, bad):
     assert dtype in str(err.value)
     # nothing was scattered: the block is still all empty
     assert not block.values.any()
+
+
+@given(long_rows(), st.data())
+@settings(max_examples=100, deadline=None)
+def test_null_and_nan_are_stored_as_missing_and_still_count_as_rows(case, data):
+    """A NaN (how NULLs arrive) is a NaN beta and a 0 coverage; a second row for its cell is still a repeat."""
+    n_samples, n_cpgs, rows, cols, values = case
+    null = np.array(data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows))), dtype=bool)
+    ids = [f"S{k}" for k in range(n_samples)]
+    beta, coverage = WideBlock("beta", ids, n_cpgs), WideBlock("coverage", ids, n_cpgs, "uint16")
+    beta.add(rows, cols, np.where(null, np.nan, values))
+    counts = np.round(values * 1000)
+    coverage.add(rows, cols, np.where(null, np.nan, counts))
+    np.testing.assert_array_equal(
+        beta.finish(),
+        reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, np.nan, values), np.nan, np.float32))
+    np.testing.assert_array_equal(
+        coverage.finish(), reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, 0, counts), 0, np.uint16))
+    if null.any():
+        i = int(np.argmax(null))
+        block = WideBlock("beta", ids, n_cpgs)
+        block.add(np.append(rows, rows[i]), np.append(cols, cols[i]), np.append(values, np.nan))
+        with pytest.raises(DataError, match="repeat a \\(sample, cpg\\) pair"):
+            block.finish()
 
 
 def test_largest_coverage_of_the_dtype_is_kept_exactly():

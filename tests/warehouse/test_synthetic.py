@@ -104,13 +104,35 @@ def test_sparse_rows_and_missing_fractions(small, beta, coverage):
 
 
 def test_values_look_like_wgbs(beta, coverage):
-    b = beta["value"].to_numpy()
+    b = beta["value"].dropna().to_numpy()
     assert np.isfinite(b).all() and b.min() >= 0 and b.max() <= 1
     assert np.mean((b < 0.2) | (b > 0.8)) > 0.7, "betas are bimodal"
     assert np.mean(b < 0.2) > 0.15 and np.mean(b > 0.8) > 0.4
     c = coverage["value"].to_numpy()
     assert (c >= 1).all() and (c == np.round(c)).all()
     assert 12 < c.mean() < 18 and c.std() > 3
+
+
+def test_a_few_betas_are_null_with_their_coverage_kept(small, beta, coverage):
+    null = beta["value"].isna()
+    assert null.groupby(beta["sample_id"]).sum().reindex(small.sample_ids, fill_value=0).to_dict() == small.null_betas
+    assert 0.001 < null.mean() < 0.004, "about 0.2 % of the rows by default"
+    keys = ["sample_id", "cpg_id"]
+    kept = beta.loc[null, keys].merge(coverage, on=keys)
+    assert len(kept) == null.sum() and (kept["value"] >= 1).all()
+
+
+def test_null_betas_leave_the_other_values_alone(tmp_path):
+    kwargs = dict(n_samples=4, n_cpgs=2000, batch_size=4, n_age_cpgs=5, seed=4)
+    def rows(path, fraction):
+        cohort = build_cohort(tmp_path / path, null_beta_fraction=fraction, **kwargs)
+        return _long(cohort, "beta").sort_values(["sample_id", "cpg_id"], ignore_index=True)
+
+    none, some = rows("none", 0.0), rows("some", 0.05)
+    assert none["value"].notna().all()
+    null = some["value"].isna()
+    assert 0.03 < null.mean() < 0.07
+    pd.testing.assert_frame_equal(some[~null], none[~null])  # the same rows, the same values
 
 
 def _age_correlations(small: Cohort, beta: pd.DataFrame, cpg_ids: list[str]) -> np.ndarray:
@@ -164,6 +186,8 @@ def test_bad_arguments(tmp_path):
         build_cohort(tmp_path / "x", batch_size=97)
     with pytest.raises(ValueError, match="missing_fraction"):
         build_cohort(tmp_path / "x", missing_fraction=(0.3, 0.1))
+    with pytest.raises(ValueError, match="null_beta_fraction"):
+        build_cohort(tmp_path / "x", null_beta_fraction=1.0)
     with pytest.raises(ValueError, match="n_chroms"):
         build_cohort(tmp_path / "x", n_cpgs=3, n_chroms=4)
     assert not (tmp_path / "x").exists(), "arguments are checked before anything is written"

@@ -240,3 +240,159 @@ def test_ensure_through_xarray_equals_an_independent_pivot(cohort_case, tmp_path
     assert report.ingested == [] and not report.warehouse_used
     if os.environ.get("XR_METHYL_KEEP"):  # pragma: no cover - debugging aid
         print(path)
+
+
+# ------------------------------------------- a warehouse another pipeline wrote: NULL and NaN values
+
+NAN, INF = float("nan"), float("inf")
+PIPELINE_CPGS = [("chr1:100", "chr1", 100), ("chr1:250", "chr1", 250), ("chr1:300", "chr1", 300),
+                 ("chr1:420", "chr1", 420), ("chr1:500", "chr1", 500), ("chr1:610", "chr1", 610),
+                 ("chr1:700", "chr1", 700), ("chr2:50", "chr2", 50)]
+C = [c for c, _, _ in PIPELINE_CPGS]  # chr2:50 has no row in either table
+GOOD_BATCHES = {"A": "plate 1", "B": "plate 1", "C/7": "plate 2"}
+GOOD_BETA = [  # (sample, cpg, beta); None is a NULL
+    ("A", C[0], 0.25), ("A", C[1], None), ("A", C[2], NAN), ("A", C[3], 1.0), ("A", C[5], 0.0),
+    ("B", C[0], None), ("B", C[1], NAN), ("B", C[2], None), ("B", C[6], None),  # every call of B failed
+    ("C/7", C[0], 0.5), ("C/7", C[1], 0.125), ("C/7", C[2], None), ("C/7", C[3], 0.75), ("C/7", C[4], NAN),
+    ("C/7", C[5], 0.3),
+]
+GOOD_COVERAGE = [  # (sample, cpg, coverage); None is a NULL
+    ("A", C[0], 10), ("A", C[1], 7), ("A", C[2], None), ("A", C[3], None), ("A", C[4], 4),  # C[4]: coverage only
+    ("B", C[0], 0), ("B", C[1], 3), ("B", C[6], None),  # B's C[2]: a NULL beta without a coverage row
+    ("C/7", C[0], 12), ("C/7", C[1], 9), ("C/7", C[2], 2), ("C/7", C[3], 30), ("C/7", C[4], 1), ("C/7", C[5], None),
+]
+# Each refused sample in a batch of its own: (beta rows, coverage rows, what the error says).
+REFUSED = {
+    "neg beta": ([(C[0], 0.5), (C[1], -0.01)], [(C[0], 3)], r"\[0, 1\]"),
+    "big beta": ([(C[0], 1.5), (C[1], None)], [(C[0], 3)], r"\[0, 1\]"),
+    "inf beta": ([(C[0], INF)], [(C[0], 3)], r"\[0, 1\]"),
+    "-inf beta": ([(C[0], -INF), (C[1], NAN)], [], r"\[0, 1\]"),
+    "neg coverage": ([(C[0], 0.5)], [(C[0], None), (C[1], -1)], "whole number"),
+    "NULL repeating a beta": ([(C[0], 0.5), (C[1], 0.5), (C[0], None)], [(C[0], 3)], r"duplicate.*'chr1:100'"),
+}
+
+
+def pipeline_tables(beta_rows, coverage_rows, batch_of: dict[str, str]) -> dict[str, pa.Table]:
+    """The four tables as plain Arrow tables of the types the warehouse expects (NULLs as written)."""
+    def long(rows, name, kind):
+        return pa.table({"batch_id": pa.array([batch_of[s] for s, _, _ in rows], pa.string()),
+                         "sample_id": pa.array([s for s, _, _ in rows], pa.string()),
+                         "cpg_id": pa.array([c for _, c, _ in rows], pa.string()),
+                         name: pa.array([v for _, _, v in rows], kind)})
+    return {
+        "cpgs": pa.table({"cpg_id": C, "chrom": [ch for _, ch, _ in PIPELINE_CPGS],
+                          "pos": pa.array([p for _, _, p in PIPELINE_CPGS], pa.int64())}),
+        "sample_batch_map": pa.table({"sample_id": list(batch_of), "batch_id": list(batch_of.values())}),
+        "beta": long(beta_rows, "beta", pa.float64()),
+        "coverage": long(coverage_rows, "coverage", pa.int64()),
+    }
+
+
+def write_like_a_pipeline(catalog, namespace: str, tables: dict[str, pa.Table]) -> None:
+    """Create and fill the tables with pyiceberg and pyarrow alone, without xr_methyl's helpers."""
+    catalog.create_namespace(namespace)
+    for name, data in tables.items():
+        table = catalog.create_table((namespace, name), schema=data.schema)
+        if name in ("beta", "coverage"):
+            with table.update_spec() as spec:
+                spec.add_identity("batch_id")
+        table.append(data)
+
+
+def pipeline_warehouse(path, beta_rows=GOOD_BETA, coverage_rows=GOOD_COVERAGE) -> LocalWarehouse:
+    """A LocalWarehouse layout (sqlite catalog ``xr_methyl``, namespace ``methylation``) with the good samples
+    and every refused one."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    path.mkdir(parents=True)
+    catalog = SqlCatalog("xr_methyl", uri=f"sqlite:///{path}/catalog.db", warehouse=f"file://{path}/warehouse")
+    write_like_a_pipeline(catalog, "methylation", all_tables(beta_rows, coverage_rows))
+    return LocalWarehouse(path)
+
+
+def all_tables(beta_rows, coverage_rows) -> dict[str, pa.Table]:
+    beta, coverage = list(beta_rows), list(coverage_rows)
+    batch_of = dict(GOOD_BATCHES)
+    for i, (sample, (b, c, _)) in enumerate(REFUSED.items()):
+        batch_of[sample] = f"refused {i}"
+        beta += [(sample, cpg, v) for cpg, v in b]
+        coverage += [(sample, cpg, v) for cpg, v in c]
+    return pipeline_tables(beta, coverage, batch_of)
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def pipeline(request, tmp_path_factory):
+    """(warehouse, its kind) for a warehouse written by another pipeline, with NULL and NaN values."""
+    kind = request.param
+    if kind == "glue":
+        from pyiceberg.catalog import load_catalog
+
+        wh = glue_warehouse(request.getfixturevalue("moto_server"), "pipeline")
+        write_like_a_pipeline(load_catalog(wh.catalog_name, **wh.properties), wh.namespace,
+                              all_tables(GOOD_BETA, GOOD_COVERAGE))
+        yield wh
+        return
+    local = pipeline_warehouse(tmp_path_factory.mktemp(f"pipeline-{kind}") / "wh")
+    if kind == "embedded":
+        yield local
+        return
+    moto = request.getfixturevalue("moto_server")
+    standin = start_standin(local, moto, rows_per_file=5)
+    try:
+        yield athena_for(standin, moto, moto.new_bucket("pipeline"))
+    finally:
+        standin.stop()
+
+
+def independent_pivot(beta_rows, coverage_rows, samples) -> tuple[np.ndarray, np.ndarray]:
+    """pandas alone: NULL or NaN beta -> NaN, as a missing row; NULL or missing coverage -> 0."""
+    import pandas as pd
+
+    def wide(rows):
+        frame = pd.DataFrame(rows, columns=["sample_id", "cpg_id", "value"]).astype({"value": "float64"})
+        return frame.pivot(index="sample_id", columns="cpg_id", values="value").reindex(index=samples, columns=C)
+
+    return (wide(beta_rows).to_numpy(np.float32),
+            wide(coverage_rows).fillna(0).to_numpy(np.int64))
+
+
+def test_null_and_nan_values_are_stored_as_missing(pipeline, tmp_path):
+    path = tmp_path / "pipeline.methyl.zarr"
+    MethylStore.create(path, warehouse=pipeline)
+    ids = ["C/7", "A", "B"]
+    sub = xr.open_dataset(path, engine="methylzarr").methyl.ensure(ids, progress=False)
+    beta, coverage = independent_pivot(GOOD_BETA, GOOD_COVERAGE, ids)
+    assert sub.beta.dtype == np.float32 and sub.coverage.dtype == np.uint16
+    np.testing.assert_array_equal(sub.beta.values, beta)
+    np.testing.assert_array_equal(sub.coverage.values, coverage)
+    # A NULL beta keeps its coverage; a coverage-only row is a NaN beta with its coverage.
+    a = sub.compute().sel(sample="A")
+    assert np.isnan(a.beta.sel(cpg=C[1]).item()) and a.coverage.sel(cpg=C[1]).item() == 7
+    assert np.isnan(a.beta.sel(cpg=C[4]).item()) and a.coverage.sel(cpg=C[4]).item() == 4
+    assert a.beta.sel(cpg=C[3]).item() == 1.0 and a.coverage.sel(cpg=C[3]).item() == 0  # NULL coverage
+
+    from xr_methyl.store.verify import verify_store
+
+    report = verify_store(path, warehouse=pipeline, cells=400, seed=0)  # every one of the 24 cells, likely twice
+    assert report.ok, report.problems
+    # The same store against a warehouse that says otherwise in three cells: each is found.
+    changed_beta = [(s, c, {("A", C[1]): 0.5, ("C/7", C[0]): None}.get((s, c), v)) for s, c, v in GOOD_BETA]
+    changed_coverage = [(s, c, 3 if (s, c) == ("A", C[3]) else v) for s, c, v in GOOD_COVERAGE]
+    other = pipeline_warehouse(tmp_path / "changed", changed_beta, changed_coverage)
+    problems = verify_store(path, warehouse=other, cells=400, seed=0).problems
+    for found in [f"beta of ('A', '{C[1]}'): store has nan, warehouse has 0.5",
+                  f"beta of ('C/7', '{C[0]}'): store has 0.5, warehouse has NULL",
+                  f"coverage of ('A', '{C[3]}'): store has 0, warehouse has 3.0"]:
+        assert found in problems, problems
+    assert len(problems) == 3, problems
+
+
+@pytest.mark.parametrize("sample", list(REFUSED))
+def test_out_of_range_values_are_refused_naming_the_sample(pipeline, tmp_path, sample):
+    path = tmp_path / "refused.methyl.zarr"
+    MethylStore.create(path, warehouse=pipeline)
+    Loader(path, pipeline).ingest(["A"], progress=False)
+    with pytest.raises(DataError, match=REFUSED[sample][2]) as err:
+        Loader(path, pipeline).ingest([sample], progress=False)
+    assert repr(sample) in str(err.value)
+    assert MethylStore.open(path).sample_ids == ["A"]  # nothing of the refused batch was written

@@ -161,6 +161,6 @@ def _rows(sample: pa.Array, row_of: dict[str, int]) -> np.ndarray:
 
 def _values_to_numpy(value: pa.Array) -> np.ndarray:
     if pa.types.is_floating(value.type) or value.null_count:
-        # Nulls become NaN, which the block's range check reports.
+        # NULLs become NaN, which the block stores as missing (NaN beta, 0 coverage).
         return value.cast(pa.float64()).to_numpy(zero_copy_only=False)
     return value.to_numpy()

@@ -13,9 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xr_methyl.errors import DataError
-
-#: Fill value of each table's wide block: what a cell holds without a warehouse row.
-FILL = {"beta": np.nan, "coverage": 0}
+from xr_methyl.store.layout import FILL, fill_missing
 
 
 def scatter(out: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
@@ -61,8 +59,9 @@ class WideBlock:
     def add(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> None:
         """Scatter one record batch of located rows into the block.
 
-        ``values`` may be float (NaN marks a null) or integer; out-of-range,
-        null and non-integral values raise :class:`DataError` naming a sample.
+        ``values`` may be float (NaN marks a NULL) or integer.  A NULL or NaN
+        is stored as missing (see :func:`fill_missing`); out-of-range, infinite
+        and non-integral values raise :class:`DataError` naming a sample.
         """
         rows = np.asarray(rows)
         cols = np.asarray(cols)
@@ -72,7 +71,7 @@ class WideBlock:
         if len(rows) == 0:
             return
         self._check_values(rows, values)
-        scatter(self.values, rows, cols, values.astype(self.dtype, copy=False))
+        scatter(self.values, rows, cols, fill_missing(self.table, values).astype(self.dtype, copy=False))
         self._seen[rows, cols] = True
         self.n_rows += len(rows)
 
@@ -88,18 +87,18 @@ class WideBlock:
         return self.values
 
     def _check_values(self, rows: np.ndarray, values: np.ndarray) -> None:
-        if self.table == "beta":
-            with np.errstate(invalid="ignore"):
-                bad = ~((values >= 0) & (values <= 1))  # NaN fails both comparisons
-            rule = "beta must be a number within [0, 1] (null/NaN rows are not allowed; leave the row out instead)"
-        else:
-            info = np.iinfo(self.dtype)
-            if values.dtype.kind == "f":
-                with np.errstate(invalid="ignore"):
-                    bad = ~((values >= 0) & (values <= info.max) & (values == np.floor(values)))
+        # NaN (a NULL or NaN in the warehouse) is missing, not bad: every comparison below is False for it.
+        with np.errstate(invalid="ignore"):
+            if self.table == "beta":
+                bad = (values < 0) | (values > 1)  # -inf and +inf too
+                rule = "beta must lie within [0, 1] (NULL or NaN is stored as missing)"
             else:
-                bad = (values < 0) | (values > info.max)
-            rule = f"coverage must be a whole number within [0, {info.max}] (the store's {self.dtype} coverage)"
+                top = np.iinfo(self.dtype).max
+                bad = (values < 0) | (values > top)
+                if values.dtype.kind == "f":
+                    bad |= np.floor(values) < values  # a fraction
+                rule = (f"coverage must be a whole number within [0, {top}] (the store's {self.dtype} coverage; "
+                        "NULL or NaN is stored as 0)")
         if bad.any():
             first = int(np.argmax(bad))
             raise DataError(

@@ -48,6 +48,22 @@ BLOCKS = "blocks"
 
 COVERAGE_DTYPES = ("uint8", "uint16", "uint32")
 
+#: Fill value of each value array: what a cell holds without a warehouse row (NULL and NaN included).
+FILL = {"beta": np.nan, "coverage": 0}
+
+
+def fill_missing(table: str, values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN (a NULL or NaN in the warehouse) replaced by the table's fill value.
+
+    A NULL or NaN value is stored as if the row were absent: NaN for beta, 0 for
+    coverage.  Returns ``values`` itself when there is nothing to replace.
+    """
+    values = np.asarray(values)
+    if table == "beta" or values.dtype.kind != "f":
+        return values
+    missing = np.isnan(values)
+    return np.where(missing, FILL[table], values) if missing.any() else values
+
 
 
 @dataclass(frozen=True)

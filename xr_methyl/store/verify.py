@@ -277,6 +277,7 @@ def _check_values(report: VerifyReport, name: str, key: str, values: np.ndarray,
 def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int | None) -> None:
     import pyarrow.compute as pc
 
+    from xr_methyl.store.layout import fill_missing
     from xr_methyl.warehouse import VALUE_TABLES, resolve
 
     ids = store.sample_ids
@@ -316,15 +317,14 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
                 continue
             got = stored[si, column[int(ci)]]
             want = truth.get((s, cpg))
-            if name == "beta":
-                same = (np.isnan(got) and want is None) or (want is not None and got == np.float32(want))
-            else:
-                same = int(got) == (0 if want is None else want)
-            if not same:
+            # No row, a NULL and a NaN are all stored as the fill value (the loader's rule, fill_missing).
+            expected = fill_missing(name, np.array([np.nan if want is None else want], dtype=np.float64))
+            if not np.array_equal(expected.astype(stored.dtype), got[None], equal_nan=True):
                 mismatches += 1
                 if mismatches <= 10:
+                    shown = "no row" if (s, cpg) not in truth else "NULL" if want is None else repr(want)
                     report.problems.append(f"{name} of ({s!r}, {cpg!r}): store has {got.item()!r}, warehouse has "
-                                           f"{'no row' if want is None else want!r}")
+                                           f"{shown}")
     if mismatches > 10:
         report.problems.append(f"... {mismatches} mismatching cell(s) in all")
     report.checked["warehouse cells"] = cells
