@@ -1044,7 +1044,9 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
     """Why there is no manifest at ``storage``: nothing there, a file, or something else."""
     kind = storage.kind()
     if kind == "missing":
-        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
+        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with "
+                                  f"MethylStore.create({storage.uri!r}, warehouse=...) (its CpG axis comes from the "
+                                  "warehouse's cpgs table, or give cpg_ids=)", location=storage.uri)
     if kind == "file":
         what = "a directory" if storage.is_local else "a prefix holding objects"
         return StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store ({what})")
