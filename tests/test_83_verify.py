@@ -1,5 +1,6 @@
 """verify: a healthy store passes; each kind of damage is found and named."""
 
+import io
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from aws_support import moto_server  # noqa: F401  (fixture)
 from xr_methyl import Loader, LocalWarehouse, MethylStore
 from xr_methyl.verify import verify_store
 
@@ -175,6 +177,24 @@ def test_what_makes_info_fail_makes_verify_fail(filled):
     assert info.returncode == 1 and "provenance.json" in info.stderr
     out = cli("verify", filled.storage.root)
     assert out.returncode == 1 and "provenance.json is not valid JSON" in out.stdout, out.stdout
+
+
+def test_verify_names_damaged_objects_on_s3(moto_server, warehouse):  # noqa: F811
+    opts = moto_server.options
+    store = MethylStore.create(f"s3://{moto_server.new_bucket()}/s.methyl.zarr", warehouse=warehouse,
+                               storage_options=opts)
+    Loader(store).ingest(IDS[:2], progress=False)
+    assert verify_store(store.storage.uri, storage_options=opts).ok
+    ids = np.load(io.BytesIO(store.storage.read_bytes("cpg_ids.npy")))
+    ids[[0, 1]] = ids[[1, 0]]
+    changed = io.BytesIO()
+    np.save(changed, ids)
+    store.storage.write_atomic("cpg_ids.npy", changed.getvalue())
+    store.storage.remove("blocks/00000000.json")
+    store.storage.write_atomic("provenance.json", b"{")
+    problems = " | ".join(verify_store(store.storage.uri, storage_options=opts).problems)
+    for name in ("cpg_ids.npy: it differs", "blocks/00000000.json (the shard record", "provenance.json"):
+        assert name in problems, problems
 
 
 def test_cells_that_differ_from_the_warehouse_are_reported(tmp_path):

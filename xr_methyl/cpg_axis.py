@@ -400,6 +400,9 @@ INDEX_FILES = ("chrom.npy", "chrom_names.npy", "pos.npy", "sorted_ids.npy", "sor
 #: within the same tick could leave the file's identity as it was.
 SETTLE_SECONDS = 2.0
 
+#: What to do about an axis file that differs from the manifest's record.
+NEVER_CHANGE = ("The CpG axis of a store must never change: put the original file back (from a copy of the store) "
+                "or create a new store")
 #: What a file must hash to: ``("file", sha256 of its bytes)``, or ``("ids", CpgAxis.sha256 of the array it
 #: holds)`` for the ids of stores whose manifest predates per-file hashes.
 Expected = tuple[str, str]
@@ -452,8 +455,7 @@ def check_files(root: str | os.PathLike, expected: Mapping[str, Expected], *, wh
     problems = hash_problems(root, expected, where=where, identities=seen)
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise CorruptStoreError(f"{problems[0]}{more}. The CpG axis of a store must never change: put the "
-                                "original file back (from a copy of the store) or create a new store")
+        raise CorruptStoreError(f"{problems[0]}{more}. {NEVER_CHANGE}")
     return seen
 
 
@@ -478,15 +480,20 @@ def hash_problems(root: str | os.PathLike, expected: Mapping[str, Expected], *, 
     for key, (kind, digest) in expected.items():
         got = digests.get(key)
         if got is not None and got != digest:
-            what = "the ids it holds differ from" if kind == "ids" else "it differs from"
-            problems.append(f"{where}/{key}: {what} what the store was created with (sha256 {got[:12]}... "
-                            f"where manifest.json records {digest[:12]}...)")
+            problems.append(mismatch(where, key, kind, got, digest))
     if problems:
         return problems
     settled = all(ident[4] < (started - SETTLE_SECONDS) * 1e9 for ident in identities.values())
     if settled and _identities(root, expected, where) == identities:
         _remember(_record_path(expected, identities), where)
     return problems
+
+
+def mismatch(where: str, key: str, kind: str, got: str, digest: str) -> str:
+    """What to say of an axis file whose hash (``got``) is not the one the manifest records."""
+    what = "the ids it holds differ from" if kind == "ids" else "it differs from"
+    return (f"{where}/{key}: {what} what the store was created with (sha256 {got[:12]}... where manifest.json "
+            f"records {digest[:12]}...)")
 
 
 def _identities(root: Path, expected: Mapping[str, Expected], where: str) -> dict[str, Identity]:

@@ -52,7 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from xr_methyl.cpg_axis import INDEX_DIR, INDEX_FILES, CpgAxis, file_hashes, open_checked, open_remote
+from xr_methyl.cpg_axis import (
+    INDEX_DIR,
+    INDEX_FILES,
+    NEVER_CHANGE,
+    CpgAxis,
+    file_hashes,
+    mismatch,
+    open_checked,
+    open_remote,
+)
 from xr_methyl.errors import (
     CorruptStoreError,
     DataError,
@@ -1094,11 +1103,8 @@ def _check_ids(storage: Storage, manifest: Mapping[str, Any], axis: CpgAxis) -> 
     """Refuse an axis read into memory whose ids differ from the manifest's ``cpg_ids_sha256``."""
     digest = axis.sha256
     if digest != manifest["cpg_ids_sha256"]:
-        raise CorruptStoreError(
-            f"{storage.uri}/{CPG_IDS}: the ids it holds differ from what the store was created with (sha256 "
-            f"{digest[:12]}... where {MANIFEST} records {manifest['cpg_ids_sha256'][:12]}...). The CpG axis of a "
-            "store must never change: put the original file back (from a copy of the store) or create a new store"
-        )
+        raise CorruptStoreError(f"{mismatch(storage.uri, CPG_IDS, 'ids', digest, manifest['cpg_ids_sha256'])}. "
+                                f"{NEVER_CHANGE}")
 
 
 def _check_manifest(storage: Storage, manifest: Mapping[str, Any]) -> None:

@@ -109,7 +109,7 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
 
 def _check_axis(store, report: VerifyReport) -> None:
     """Every file of the CpG axis against the manifest's sha256, then the loci against the axis."""
-    from xr_methyl.cpg_axis import INDEX_DIR, INDEX_FILES, hash_problems
+    from xr_methyl.cpg_axis import INDEX_DIR, INDEX_FILES, hash_problems, mismatch
     from xr_methyl.store import CPG_IDS
 
     storage, manifest, axis = store.storage, store.manifest, store.cpg_axis
@@ -134,8 +134,7 @@ def _check_axis(store, report: VerifyReport) -> None:
                 continue
             got = hashlib.sha256(data).hexdigest() if kind == "file" else _ids_digest(data)
             if got != digest:
-                report.problems.append(f"{storage.uri}/{key} differs from what the store was created with "
-                                       f"(sha256 {got[:12]}... where manifest.json records {digest[:12]}...)")
+                report.problems.append(mismatch(storage.uri, key, kind, got, digest))
     loci = "cpg_index/chrom.npy and pos.npy" if manifest.get("format_version", 1) >= 2 else "cpg_loci.npz"
     if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
         report.problems.append(f"{loci} hold {len(axis.chrom_codes)} chromosomes and {len(axis.pos)} positions "
