@@ -52,7 +52,16 @@ from typing import Any
 
 import numpy as np
 
-from xr_methyl.cpg_axis import INDEX_DIR, CpgAxis, file_hashes, open_remote
+from xr_methyl.cpg_axis import (
+    INDEX_DIR,
+    INDEX_FILES,
+    NEVER_CHANGE,
+    CpgAxis,
+    file_hashes,
+    mismatch,
+    open_checked,
+    open_remote,
+)
 from xr_methyl.errors import (
     CorruptStoreError,
     DataError,
@@ -318,7 +327,7 @@ class MethylStore:
             staged.write_json(SAMPLE_IDS, [])
             publish(MANIFEST, json_bytes(manifest))  # the create's commit
         log.info("created store %s with %d CpGs", storage.uri, len(axis))
-        store = cls(storage, manifest, _open_axis(storage, manifest, data=axis_files))
+        store = cls(storage, manifest, _open_axis(storage, manifest, data=axis_files, check=False))
         store._axis_verified = True
         return store
 
@@ -326,11 +335,27 @@ class MethylStore:
     def open(cls, path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> MethylStore:
         """Open an existing store (a directory or an ``s3://bucket/prefix``), checking its CpG axis.
 
-        The axis is memory-mapped (for S3 stores, from a local cache filled
-        on first use) and checked by length here, in constant time; its
-        sha256 is checked in full before the first write (:meth:`verify_axis`).
+        Every file that labels the columns (``cpg_ids.npy`` and ``cpg_index/``)
+        must hash as the manifest records, or the open is refused.  Locally the
+        files are memory-mapped in place; files found right are remembered by
+        their identity (inode, size, times) in a per-user cache, so only the first
+        open after a change or a copy reads them through (see
+        :func:`xr_methyl.cpg_axis.check_files`).  S3 stores are mapped from a
+        local copy checked the same way (see :func:`xr_methyl.cpg_axis.open_remote`).
         ``storage_options`` configure S3 (see :meth:`create`).
+
+        Raises
+        ------
+        StoreNotFoundError
+            Nothing, or no store, at ``path``.
+        CorruptStoreError
+            A file of the store is damaged or does not match the manifest (the message names it).
         """
+        return cls._open(path, storage_options=storage_options)
+
+    @classmethod
+    def _open(cls, path, *, storage_options: Mapping[str, Any] | None = None, check_axis: bool = True) -> MethylStore:
+        """:meth:`open`; ``check_axis=False`` leaves the axis files unhashed (``verify`` hashes them itself)."""
         storage = open_storage(path, storage_options)
         try:
             raw = storage.read_bytes(MANIFEST)
@@ -339,23 +364,20 @@ class MethylStore:
         except (FileNotFoundError, NotADirectoryError):
             raise _not_a_store(storage) from None
         manifest = _parse_json(storage, MANIFEST, raw, dict)
-        version = manifest.get("format_version")
-        if manifest.get("format") != "methylzarr" or version not in READABLE_VERSIONS:
-            raise CorruptStoreError(
-                f"{storage.uri}/{MANIFEST} declares format {manifest.get('format')!r} version {version!r}; "
-                f"this xr_methyl reads methylzarr versions {', '.join(map(str, READABLE_VERSIONS))}"
-            )
-        if version == 1:  # loci in an npz, no look-up tables: read in memory (they are built on demand)
+        _check_manifest(storage, manifest)
+        if manifest["format_version"] == 1:  # loci in an npz, no look-up tables: read in memory (built on demand)
             axis = CpgAxis.from_bytes(
                 storage.read_bytes(CPG_IDS), storage.read_bytes(CPG_LOCI) if manifest.get("has_loci") else None
             )
         else:
-            axis = _open_axis(storage, manifest)
+            axis = _open_axis(storage, manifest, check=check_axis)
         if len(axis) != manifest["n_cpgs"] or axis.has_loci != bool(manifest.get("has_loci")):
             raise CorruptStoreError(
                 f"{storage.uri}/{CPG_IDS} does not match the manifest ({len(axis)} vs {manifest['n_cpgs']} CpGs); "
                 "the CpG axis of a store must never change"
             )
+        if check_axis and axis.source is None and axis.remote is None:  # read into memory: hash what was read
+            _check_ids(storage, manifest, axis)
         return cls(storage, manifest, axis)
 
     def verify_axis(self) -> None:
@@ -414,7 +436,15 @@ class MethylStore:
         if len(committed) != sum(r is not None for r in rows):
             raise CorruptStoreError(f"{self.storage.uri}/{SAMPLE_IDS} lists a sample twice")
         batches_doc = _read_json(self.storage, BATCHES, dict, tags=tags)
+        for batch, members in batches_doc.items():
+            if not (isinstance(members, list) and all(isinstance(s, str) for s in members)):
+                raise CorruptStoreError(f"{self.storage.uri}/{BATCHES}: batch {batch!r} holds {repr(members)[:60]}, "
+                                        "expected a list of sample ids")
         samples_doc = _read_json(self.storage, SAMPLES, dict, tags=tags)
+        for sample, meta in samples_doc.items():
+            if not isinstance(meta, dict):
+                raise CorruptStoreError(f"{self.storage.uri}/{SAMPLES}: sample {sample!r} holds {repr(meta)[:60]}, "
+                                        "expected an object of its metadata")
         if for_write:
             try:
                 tags[PROVENANCE] = self.storage.read_tagged(PROVENANCE)[1]
@@ -642,8 +672,8 @@ class MethylStore:
             return {}
         committed = commit.row_of
         out: dict[str, list[dict[str, Any]]] = {}
-        for batch, entries in _read_json(self.storage, PROVENANCE, dict).items():
-            kept = [e for e in entries if isinstance(e, dict) and any(s in committed for s in e.get("samples", []))]
+        for batch, entries in _read_provenance(self.storage).items():
+            kept = [e for e in entries if any(s in committed for s in e["samples"])]
             if kept:
                 out[batch] = kept
         return out
@@ -1023,7 +1053,9 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
     """Why there is no manifest at ``storage``: nothing there, a file, or something else."""
     kind = storage.kind()
     if kind == "missing":
-        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
+        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with "
+                                  f"MethylStore.create({storage.uri!r}, warehouse=...) (its CpG axis comes from the "
+                                  "warehouse's cpgs table, or give cpg_ids=)", location=storage.uri)
     if kind == "file":
         what = "a directory" if storage.is_local else "a prefix holding objects"
         return StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store ({what})")
@@ -1034,11 +1066,29 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
     return StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store.{hint}")
 
 
-def _open_axis(storage: Storage, manifest: Mapping[str, Any], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
-    """The CpG axis of a format 2 store: memory-mapped in place, or through the local cache for S3."""
-    if storage.is_local:
-        return CpgAxis.open(storage.root)
+def _open_axis(storage: Storage, manifest: Mapping[str, Any], *, data: Mapping[str, bytes] | None = None,
+               check: bool = True) -> CpgAxis:
+    """The CpG axis of a format 2 store, checked against the manifest unless ``check`` is false.
+
+    Local stores are memory-mapped in place; S3 stores through the local cache
+    (or, before per-file hashes were recorded, read into memory).
+    """
     files = manifest.get("axis_files")
+    if storage.is_local:
+        if not check:
+            return CpgAxis.open(storage.root)
+        if not files:
+            # Created before per-file hashes were recorded: the ids are checked against cpg_ids_sha256;
+            # verify checks the look-up tables against the ids.
+            return open_checked(storage.root, {CPG_IDS: ("ids", manifest["cpg_ids_sha256"])}, where=storage.uri)
+        unrecorded = [name for name in INDEX_FILES
+                      if f"{INDEX_DIR}/{name}" not in files and (storage.root / INDEX_DIR / name).exists()]
+        if unrecorded:
+            raise CorruptStoreError(
+                f"{storage.uri}/{INDEX_DIR}/{unrecorded[0]} is not one of the CpG axis files the store was created "
+                f"with ({MANIFEST} lists {', '.join(sorted(files))}); remove it or restore the store from a copy"
+            )
+        return open_checked(storage.root, {key: ("file", digest) for key, digest in files.items()}, where=storage.uri)
     if files:
         return open_remote(storage, files, data=data)
     # A store written before axis_files were recorded: no cache key to trust, so read it into memory.
@@ -1047,6 +1097,53 @@ def _open_axis(storage: Storage, manifest: Mapping[str, Any], *, data: Mapping[s
         return CpgAxis.from_files({key: storage.read_bytes(key) for key in keys})
     except FileNotFoundError as err:
         raise CorruptStoreError(f"{storage.uri}: cannot read the store's CpG axis files: {err}") from err
+
+
+def _check_ids(storage: Storage, manifest: Mapping[str, Any], axis: CpgAxis) -> None:
+    """Refuse an axis read into memory whose ids differ from the manifest's ``cpg_ids_sha256``."""
+    digest = axis.sha256
+    if digest != manifest["cpg_ids_sha256"]:
+        raise CorruptStoreError(f"{mismatch(storage.uri, CPG_IDS, 'ids', digest, manifest['cpg_ids_sha256'])}. "
+                                f"{NEVER_CHANGE}")
+
+
+def _check_manifest(storage: Storage, manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest that lacks a field this code reads, or holds a value of the wrong kind."""
+    where = f"{storage.uri}/{MANIFEST}"
+    version = manifest.get("format_version")
+    if manifest.get("format") != "methylzarr" or version not in READABLE_VERSIONS:
+        raise CorruptStoreError(
+            f"{where} declares format {manifest.get('format')!r} version {version!r}; "
+            f"this xr_methyl reads methylzarr versions {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+
+    def bad(name: str, expected: str) -> CorruptStoreError:
+        shown = repr(manifest[name])[:80] if name in manifest else "missing"
+        return CorruptStoreError(f"{where}: {name} is {shown}, expected {expected}; the manifest is damaged "
+                                 "(restore it from a copy of the store)")
+
+    n_cpgs = manifest.get("n_cpgs")
+    if not isinstance(n_cpgs, int) or isinstance(n_cpgs, bool) or n_cpgs < 1:
+        raise bad("n_cpgs", "a positive number of CpGs")
+    digest = manifest.get("cpg_ids_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64):
+        raise bad("cpg_ids_sha256", "the sha256 of the CpG ids (64 hex digits)")
+    files = manifest.get("axis_files")
+    if files is not None and not (isinstance(files, dict) and CPG_IDS in files
+                                  and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise bad("axis_files", f"the sha256 of each CpG axis file, {CPG_IDS} included")
+    if not isinstance(manifest.get("has_loci", False), bool):
+        raise bad("has_loci", "true or false")
+    if manifest.get("coverage_dtype") not in COVERAGE_DTYPES:
+        raise bad("coverage_dtype", f"one of {', '.join(COVERAGE_DTYPES)}")
+    try:
+        layout = Layout.from_json(manifest["layout"])
+        if layout != layout.for_axis(n_cpgs):
+            raise ValueError("shapes larger than the axis")
+    except (KeyError, TypeError, ValueError) as err:
+        raise bad("layout", f"chunk_shape, shard_shape and sample_block of whole chunks ({err})") from None
+    if not isinstance(manifest.get("warehouse"), (str, type(None))):
+        raise bad("warehouse", "the URI of the warehouse, or null")
 
 
 def _read_json(storage: Storage, key: str, kind: type, *, tags: dict[str, str | None] | None = None):
@@ -1059,6 +1156,31 @@ def _read_json(storage: Storage, key: str, kind: type, *, tags: dict[str, str | 
     if tags is not None:
         tags[key] = tag
     return _parse_json(storage, key, raw, kind)
+
+
+def _read_provenance(storage: Storage) -> dict[str, list[dict[str, Any]]]:
+    """``provenance.json``, refused (naming the entry) unless every entry has the shape appends write."""
+    doc = _read_json(storage, PROVENANCE, dict)
+
+    def refuse(batch: str, what: str) -> CorruptStoreError:
+        return CorruptStoreError(f"{storage.uri}/{PROVENANCE}: batch {batch!r}: {what}; the file is damaged "
+                                 "(it only records what ingests cost: restore it from a copy of the store)")
+
+    for batch, entries in doc.items():
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise refuse(batch, f"{repr(entries)[:60]} is not a list of entries")
+        for entry in entries:
+            samples, queries = entry.get("samples"), entry.get("queries", [])
+            if not (isinstance(samples, list) and all(isinstance(s, str) for s in samples)):
+                raise refuse(batch, f"an entry's samples are {repr(samples)[:60]}, expected a list of sample ids")
+            if not (isinstance(queries, list) and all(isinstance(q, dict) for q in queries)):
+                raise refuse(batch, f"an entry's queries are {repr(queries)[:60]}, expected a list of objects")
+            for q in queries:
+                for name in ("bytes_scanned", "dollars"):
+                    value = q.get(name)
+                    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                        raise refuse(batch, f"query {q.get('query_id')!r} has {name} {value!r}, expected a number")
+    return doc
 
 
 def _parse_json(storage: Storage, key: str, raw: bytes, kind: type):
