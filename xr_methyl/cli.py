@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-from xr_methyl.errors import MethylError
+from xr_methyl.errors import MethylError, StoreNotFoundError
 from xr_methyl.redact import RedactingFilter, redact
 
 
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except (MethylError, OSError, ValueError, TypeError) as err:
         message = err.message if hasattr(err, "message") else str(err)
+        if isinstance(err, StoreNotFoundError) and err.location is not None:
+            message = (f"no methylzarr store at {err.location}; create one with: xr-methyl init {err.location} "
+                       "--warehouse WAREHOUSE")
         print(redact(f"xr-methyl {args.command}: error: {message}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -43,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from xr_methyl import __version__
+
     parser = argparse.ArgumentParser(prog="xr-methyl", description="A Zarr cache of wide methylation matrices.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build a synthetic cohort, create a store, ensure a subset twice")
@@ -212,6 +218,8 @@ def _verify(args) -> int:
         raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")
     report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed,
                           storage_options=_options(args))
+    if isinstance(report.error, StoreNotFoundError) and report.error.location is not None and not args.json:
+        raise report.error  # nothing there to verify: one line, which says how to create a store
     if args.json:
         print(redact(json.dumps({"ok": report.ok, "path": report.path, "problems": report.problems,
                                  "notes": report.notes, "checked": report.checked}, indent=2)))
@@ -225,7 +233,6 @@ def _verify(args) -> int:
 
 
 def _gc(args) -> int:
-    from xr_methyl.errors import StoreNotFoundError
     from xr_methyl.store import MethylStore
 
     options = _options(args)

@@ -23,7 +23,18 @@ class StoreExistsError(StoreError, FileExistsError):
 
 
 class StoreNotFoundError(StoreError, FileNotFoundError):
-    """No methylzarr store at the given path."""
+    """No methylzarr store at the given path.
+
+    ``location`` is set when nothing at all is there (a store can be created
+    at it); None when something else is.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.location = location
+
+    def __str__(self) -> str:  # FileNotFoundError would prefix "[Errno ...]" only sometimes
+        return str(self.args[0])
 
 
 class CorruptStoreError(StoreError, ValueError):

@@ -44,8 +44,11 @@ def test_init_ensure_info(own_cohort, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("info", "{tmp}/nowhere"), "no methylzarr store"),
-        (("ensure", "{tmp}/nowhere", "S1"), "no methylzarr store"),
+        (("info", "{tmp}/nowhere"), ("no methylzarr store at {tmp}/nowhere; create one with: xr-methyl init "
+                                     "{tmp}/nowhere --warehouse")),
+        (("ensure", "{tmp}/nowhere", "S1"), "create one with: xr-methyl init {tmp}/nowhere"),
+        (("verify", "{tmp}/nowhere"), "create one with: xr-methyl init {tmp}/nowhere"),
+        (("gc", "{tmp}/nowhere"), "create one with: xr-methyl init {tmp}/nowhere"),
         (("init", "{tmp}/s", "--warehouse", "{tmp}/empty-warehouse"), "catalog"),
         (("ensure", "{store}", "--no-progress"), "no sample ids"),
         (("ensure", "{store}", "GHOST", "--no-progress"), "'GHOST'"),
@@ -57,5 +60,22 @@ def test_user_errors_print_one_line_and_exit_1(own_cohort, tmp_path, args, messa
     out = cli(*(a.format(tmp=tmp_path, store=store) for a in args))
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_version():
+    import xr_methyl
+
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"xr-methyl {xr_methyl.__version__}"
+    from importlib.metadata import version
+
+    assert xr_methyl.__version__ == version("xr-methyl")  # the package's and the project's versions agree
+
+
+def test_the_python_error_for_a_missing_store_says_how_to_create_one(tmp_path):
+    from xr_methyl import MethylStore, StoreNotFoundError
+
+    with pytest.raises(StoreNotFoundError, match=r"create one with MethylStore\.create\(.*warehouse="):
+        MethylStore.open(tmp_path / "nowhere")

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -159,7 +160,9 @@ def test_no_secret_reaches_the_store_or_the_logs(own_cohort, tmp_path, monkeypat
     store.gc()
     store.verify(warehouse=wh, cells=5)
     assert "bucket/wh" in json.loads((store.storage.root / "manifest.json").read_text())["warehouse"]
-    env = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
+    # XR_METHYL_CACHE: the session's cache folder (opens record the axis files they checked), never the user's.
+    env = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN, "PATH": "/usr/bin:/bin",
+           "XR_METHYL_CACHE": os.environ["XR_METHYL_CACHE"]}
     runs = [subprocess.run([sys.executable, "-m", "xr_methyl.cli", "-v", *args], capture_output=True, text=True,
                            env=env, timeout=120)
             for args in (["ensure", store.storage.root, "S0002", "--warehouse", own_cohort.warehouse.path,

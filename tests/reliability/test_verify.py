@@ -1,5 +1,6 @@
 """verify: a healthy store passes; each kind of damage is found and named."""
 
+import io
 import json
 import subprocess
 import sys
@@ -96,6 +97,104 @@ def test_damage_is_found_and_named(filled, damage, message):
     assert any(__import__("re").search(message, p) for p in report.problems), report.problems
     out = cli("verify", filled.storage.root)
     assert out.returncode == 1 and out.stdout.startswith("NOT healthy")
+
+
+def edit_json(key, change):
+    def edit(store):
+        path = store.storage.root / key
+        doc = json.loads(path.read_text())
+        change(doc)
+        path.write_text(json.dumps(doc))
+    return edit
+
+
+def swap_first_two(key):
+    def edit(store):
+        path = store.storage.root / key
+        array = np.load(path)
+        array[[0, 1]] = array[[1, 0]]
+        np.save(path, array)
+    return edit
+
+
+def remove(key):
+    return lambda store: (store.storage.root / key).unlink()
+
+
+def garbage(key):
+    return lambda store: (store.storage.root / key).write_text("{ not json")
+
+
+def reversed_record(store):
+    path = store.storage.root / "blocks" / "00000000.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "block": 1}))
+
+
+# Each damage names the file it is in; every one makes verify say NOT healthy and exit 1.
+DAMAGE = {
+    "garbage JSON": [(garbage(key), key.removesuffix("/zarr.json")) for key in (
+        "manifest.json", "samples.json", "ingested_batches.json", "provenance.json", "coverage.zarr/zarr.json",
+        "blocks/00000000.json")],
+    # blocks/00000000.json: a deleted block record
+    "missing file": [(remove(key), key.removesuffix("/zarr.json")) for key in (
+        "manifest.json", "samples.json", "ingested_batches.json", "sample_ids.json", "cpg_ids.npy",
+        "cpg_index/sorted_ids.npy", "cpg_index/locus_keys.npy", "coverage.zarr/zarr.json", "blocks/00000000.json")],
+    "wrong schema": [
+        (edit_json("manifest.json", lambda m: m.pop("layout")), "manifest.json: layout is missing"),
+        (edit_json("manifest.json", lambda m: m.update(coverage_dtype="int8")), "manifest.json: coverage_dtype"),
+        (edit_json("samples.json", lambda d: d.update(S0000=["F", 40])), "samples.json: sample 'S0000'"),
+        (edit_json("ingested_batches.json", lambda d: d.update(B0="S0000")), "ingested_batches.json: batch 'B0'"),
+        (edit_json("provenance.json", lambda d: d.update(B0="paid")), "provenance.json: batch 'B0'"),
+        (edit_json("provenance.json", lambda d: next(iter(d.values()))[0].update(samples="S0000")),
+         "provenance.json: batch"),
+        (edit_json("blocks/00000000.json", lambda d: d.update(beta=[1, 2])), "blocks/00000000.json does not hold"),
+        (reversed_record, "blocks/00000000.json does not hold the shard record of block 0"),
+    ],
+    "changed axis": [
+        (swap_first_two("cpg_ids.npy"), "cpg_ids.npy: it differs"),
+        (swap_first_two("cpg_index/sorted_order.npy"), "cpg_index/sorted_order.npy: it differs"),
+        (swap_first_two("cpg_index/pos.npy"), "cpg_index/pos.npy: it differs"),
+        (swap_first_two("cpg_index/chrom_names.npy"), "cpg_index/chrom_names.npy: it differs"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("damage", "names"), [case for cases in DAMAGE.values() for case in cases],
+                         ids=[f"{kind}-{i}" for kind, cases in DAMAGE.items() for i in range(len(cases))])
+def test_every_file_of_the_store_is_checked(filled, damage, names):
+    damage(filled)
+    report = verify_store(filled.storage.root)
+    assert not report.ok
+    assert any(names in p for p in report.problems), report.problems
+    out = cli("verify", filled.storage.root)
+    assert out.returncode == 1 and out.stdout.startswith("NOT healthy") and names in out.stdout, out.stdout
+
+
+def test_what_makes_info_fail_makes_verify_fail(filled):
+    (filled.storage.root / "provenance.json").write_text("[1, 2")
+    info = cli("info", filled.storage.root)
+    assert info.returncode == 1 and "provenance.json" in info.stderr
+    out = cli("verify", filled.storage.root)
+    assert out.returncode == 1 and "provenance.json is not valid JSON" in out.stdout, out.stdout
+
+
+def test_verify_names_damaged_objects_on_s3(moto_server, warehouse):
+    opts = moto_server.options
+    store = MethylStore.create(f"s3://{moto_server.new_bucket()}/s.methyl.zarr", warehouse=warehouse,
+                               storage_options=opts)
+    Loader(store).ingest(IDS[:2], progress=False)
+    assert verify_store(store.storage.uri, storage_options=opts).ok
+    ids = np.load(io.BytesIO(store.storage.read_bytes("cpg_ids.npy")))
+    ids[[0, 1]] = ids[[1, 0]]
+    changed = io.BytesIO()
+    np.save(changed, ids)
+    store.storage.write_atomic("cpg_ids.npy", changed.getvalue())
+    store.storage.remove("blocks/00000000.json")
+    store.storage.write_atomic("provenance.json", b"{")
+    problems = " | ".join(verify_store(store.storage.uri, storage_options=opts).problems)
+    for name in ("cpg_ids.npy: it differs", "blocks/00000000.json (the shard record", "provenance.json"):
+        assert name in problems, problems
 
 
 def test_cells_that_differ_from_the_warehouse_are_reported(tmp_path):

@@ -37,7 +37,7 @@ from xr_methyl.storage import Storage, json_bytes, open_storage
 from xr_methyl.storage.leases import OWNER_FILE
 from xr_methyl.store.append import RowRange, check_block, write_region
 from xr_methyl.store.commit import Commit, PendingAppend, appending, committed_provenance, read_commit
-from xr_methyl.store.cpg_axis import CpgAxis, axis_from, file_hashes, open_axis
+from xr_methyl.store.cpg_axis import NEVER_CHANGE, CpgAxis, axis_from, file_hashes, mismatch, open_axis
 from xr_methyl.store.gc import GcReport, collect, reclaim_create
 from xr_methyl.store.layout import (
     ARRAY_KEYS,
@@ -163,7 +163,8 @@ class MethylStore:
             staged.write_json(SAMPLE_IDS, [])
             publish(MANIFEST, json_bytes(manifest.to_json()))  # the create's commit
         log.info("created store %s with %d CpGs", storage.uri, len(axis))
-        store = cls(storage, manifest, open_axis(storage, manifest.axis_files, data=axis_files))
+        store = cls(storage, manifest, open_axis(storage, manifest.axis_files, ids_sha256=manifest.cpg_ids_sha256,
+                                                 data=axis_files, check=False))
         store._axis_verified = True
         return store
 
@@ -171,11 +172,27 @@ class MethylStore:
     def open(cls, path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> MethylStore:
         """Open an existing store (a directory or an ``s3://bucket/prefix``), checking its CpG axis.
 
-        The axis is memory-mapped (for S3 stores, from a local cache filled
-        on first use) and checked by length here, in constant time; its
-        sha256 is checked in full before the first write (:meth:`verify_axis`).
+        Every file that labels the columns (``cpg_ids.npy`` and ``cpg_index/``)
+        must hash as the manifest records, or the open is refused.  Locally the
+        files are memory-mapped in place; files found right are remembered by
+        their identity (inode, size, times) in a per-user cache, so only the first
+        open after a change or a copy reads them through (see
+        :func:`xr_methyl.store.cpg_axis.check_files`).  S3 stores are mapped from a
+        local copy checked the same way (see :func:`xr_methyl.store.cpg_axis.open_remote`).
         ``storage_options`` configure S3 (see :meth:`create`).
+
+        Raises
+        ------
+        StoreNotFoundError
+            Nothing, or no store, at ``path``.
+        CorruptStoreError
+            A file of the store is damaged or does not match the manifest (the message names it).
         """
+        return cls._open(path, storage_options=storage_options)
+
+    @classmethod
+    def _open(cls, path, *, storage_options: Mapping[str, Any] | None = None, check_axis: bool = True) -> MethylStore:
+        """:meth:`open`; ``check_axis=False`` leaves the axis files unhashed (``verify`` hashes them itself)."""
         storage = open_storage(path, storage_options)
         try:
             raw = storage.read_bytes(MANIFEST)
@@ -184,12 +201,14 @@ class MethylStore:
         except (FileNotFoundError, NotADirectoryError):
             raise _not_a_store(storage) from None
         manifest = Manifest.from_json(parse_json(storage, MANIFEST, raw, dict), where=f"{storage.uri}/{MANIFEST}")
-        axis = open_axis(storage, manifest.axis_files)
+        axis = open_axis(storage, manifest.axis_files, ids_sha256=manifest.cpg_ids_sha256, check=check_axis)
         if len(axis) != manifest.n_cpgs or axis.has_loci != manifest.has_loci:
             raise CorruptStoreError(
                 f"{storage.uri}/{CPG_IDS} does not match the manifest ({len(axis)} vs {manifest.n_cpgs} CpGs); "
                 "the CpG axis of a store must never change"
             )
+        if check_axis and axis.source is None and axis.remote is None:  # read into memory: hash what was read
+            _check_ids(storage, manifest, axis)
         return cls(storage, manifest, axis)
 
     def verify_axis(self) -> None:
@@ -417,7 +436,9 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
     """Why there is no manifest at ``storage``: nothing there, a file, or something else."""
     kind = storage.kind()
     if kind == "missing":
-        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with MethylStore.create")
+        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with "
+                                  f"MethylStore.create({storage.uri!r}, warehouse=...) (its CpG axis comes from the "
+                                  "warehouse's cpgs table, or give cpg_ids=)", location=storage.uri)
     if kind == "file":
         what = "a directory" if storage.is_local else "a prefix holding objects"
         return StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store ({what})")
@@ -426,3 +447,11 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
         hint = (" It holds what an interrupted create left: `xr-methyl gc STORE` (MethylStore.reclaim_create) "
                 "or a new MethylStore.create clears it.")
     return StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store.{hint}")
+
+
+def _check_ids(storage: Storage, manifest: Manifest, axis: CpgAxis) -> None:
+    """Refuse an axis read into memory whose ids differ from the manifest's ``cpg_ids_sha256``."""
+    digest = axis.sha256
+    if digest != manifest.cpg_ids_sha256:
+        raise CorruptStoreError(f"{mismatch(storage.uri, CPG_IDS, 'ids', digest, manifest.cpg_ids_sha256)}. "
+                                f"{NEVER_CHANGE}")

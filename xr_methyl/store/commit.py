@@ -89,7 +89,15 @@ def read_commit(storage: Storage, sample_block: int, *, for_write: bool = False)
     if len(committed) != sum(r is not None for r in rows):
         raise CorruptStoreError(f"{storage.uri}/{SAMPLE_IDS} lists a sample twice")
     batches_doc = read_json(storage, BATCHES, dict, tags=tags)
+    for batch, members in batches_doc.items():
+        if not (isinstance(members, list) and all(isinstance(s, str) for s in members)):
+            raise CorruptStoreError(f"{storage.uri}/{BATCHES}: batch {batch!r} holds {repr(members)[:60]}, "
+                                    "expected a list of sample ids")
     samples_doc = read_json(storage, SAMPLES, dict, tags=tags)
+    for sample, meta in samples_doc.items():
+        if not isinstance(meta, dict):
+            raise CorruptStoreError(f"{storage.uri}/{SAMPLES}: sample {sample!r} holds {repr(meta)[:60]}, "
+                                    "expected an object of its metadata")
     if for_write:
         try:
             tags[PROVENANCE] = storage.read_tagged(PROVENANCE)[1]
@@ -275,11 +283,36 @@ def committed_provenance(storage: Storage, commit: Commit) -> dict[str, list[dic
         return {}
     committed = commit.row_of
     out: dict[str, list[dict[str, Any]]] = {}
-    for batch, entries in read_json(storage, PROVENANCE, dict).items():
-        kept = [e for e in entries if isinstance(e, dict) and any(s in committed for s in e.get("samples", []))]
+    for batch, entries in read_provenance(storage).items():
+        kept = [e for e in entries if any(s in committed for s in e["samples"])]
         if kept:
             out[batch] = kept
     return out
+
+
+def read_provenance(storage: Storage) -> dict[str, list[dict[str, Any]]]:
+    """``provenance.json``, refused (naming the entry) unless every entry has the shape appends write."""
+    doc = read_json(storage, PROVENANCE, dict)
+
+    def refuse(batch: str, what: str) -> CorruptStoreError:
+        return CorruptStoreError(f"{storage.uri}/{PROVENANCE}: batch {batch!r}: {what}; the file is damaged "
+                                 "(it only records what ingests cost: restore it from a copy of the store)")
+
+    for batch, entries in doc.items():
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise refuse(batch, f"{repr(entries)[:60]} is not a list of entries")
+        for entry in entries:
+            samples, queries = entry.get("samples"), entry.get("queries", [])
+            if not (isinstance(samples, list) and all(isinstance(s, str) for s in samples)):
+                raise refuse(batch, f"an entry's samples are {repr(samples)[:60]}, expected a list of sample ids")
+            if not (isinstance(queries, list) and all(isinstance(q, dict) for q in queries)):
+                raise refuse(batch, f"an entry's queries are {repr(queries)[:60]}, expected a list of objects")
+            for q in queries:
+                for name in ("bytes_scanned", "dollars"):
+                    value = q.get(name)
+                    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                        raise refuse(batch, f"query {q.get('query_id')!r} has {name} {value!r}, expected a number")
+    return doc
 
 
 def write_failure(uri: str, doing: str, err: OSError, n_committed: int) -> str:

@@ -9,12 +9,20 @@ for region look-ups.  Every one is a plain ``.npy`` file, memory-mapped when a
 store is opened, so opening costs no time or memory in the axis length and a
 look-up touches only the pages its binary search visits.
 
+Every file of the axis is checked against the sha256 the manifest records
+before a store opens (:func:`open_checked`): hashing is what it costs (about a
+second per GB, 1.4 GB at 28 M CpGs), so files found right are remembered by
+their identity (device, inode, size, mtime, ctime) in a per-user folder and are
+read again only once they change or are copied (:func:`check_files`).
+
 A store on S3 cannot be memory-mapped: :func:`open_remote` downloads its axis
 files once into a local cache (``$XR_METHYL_CACHE``, default
 ``~/.cache/xr_methyl``), in a folder named by the sha256 of the files that the
 manifest records, checks every file against its hash, and memory-maps them
-from there.  Any process (a dask worker too) that lacks the folder downloads
-it; one whose cache cannot be written reads the files into memory instead.
+from there; later opens check that local copy like a local store's files and
+download it again if it was damaged.  Any process (a dask worker too) that
+lacks the folder downloads it; one whose cache cannot be written reads the
+files into memory instead.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
-import zipfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,32 +233,32 @@ class CpgAxis:
     @classmethod
     def _load(cls, load: Callable[..., np.ndarray | None], *, where: str, source: str | None,
               remote: RemoteAxis | None) -> CpgAxis:
-        def need(key: str, mmap: bool = True) -> np.ndarray:
-            array = load(key, mmap)
-            if array is None:
-                raise FileNotFoundError(f"{where} has no {key}")
+        def read(key: str, mmap: bool = True, *, required: bool = True) -> np.ndarray | None:
+            try:
+                array = load(key, mmap)
+            except (ValueError, OSError, EOFError) as err:  # truncated, garbage, not a .npy file
+                raise CorruptStoreError(f"{where}/{key} cannot be read as a numpy array ({err}); the store's CpG "
+                                        "axis file is damaged") from err
+            if array is None and required:
+                raise CorruptStoreError(f"{where}/{key} is missing; the store's CpG axis is incomplete")
             return array
 
         index = INDEX_DIR
-        try:
-            ids = need("cpg_ids.npy")
-            pos = load(f"{index}/pos.npy")
-            has_loci = pos is not None
-            axis = cls(
-                ids=ids,
-                chrom_names=need(f"{index}/chrom_names.npy", mmap=False) if has_loci else None,
-                chrom_codes=need(f"{index}/chrom.npy") if has_loci else None,
-                pos=pos,
-                source=source,
-                remote=remote,
-            )
-            axis._tables.update(sorted_ids=need(f"{index}/sorted_ids.npy"),
-                                sorted_order=need(f"{index}/sorted_order.npy"))
-            if has_loci:
-                axis._tables.update(locus_keys=need(f"{index}/locus_keys.npy"),
-                                    locus_order=load(f"{index}/locus_order.npy"))
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            raise CorruptStoreError(f"cannot read the store's CpG axis files: {err}") from err
+        ids = read("cpg_ids.npy")
+        pos = read(f"{index}/pos.npy", required=False)
+        has_loci = pos is not None
+        axis = cls(
+            ids=ids,
+            chrom_names=read(f"{index}/chrom_names.npy", mmap=False) if has_loci else None,
+            chrom_codes=read(f"{index}/chrom.npy") if has_loci else None,
+            pos=pos,
+            source=source,
+            remote=remote,
+        )
+        axis._tables.update(sorted_ids=read(f"{index}/sorted_ids.npy"), sorted_order=read(f"{index}/sorted_order.npy"))
+        if has_loci:
+            axis._tables.update(locus_keys=read(f"{index}/locus_keys.npy"),
+                                locus_order=read(f"{index}/locus_order.npy", required=False))
         for name, table in axis._tables.items():
             if table is not None and len(table) != len(ids):
                 raise CorruptStoreError(
@@ -273,13 +282,31 @@ class RemoteAxis:
     files: tuple[tuple[str, str], ...]
 
 
-def open_axis(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
-    """The CpG axis of a store: memory-mapped in place, or through the local cache for S3.
+def open_axis(storage, files: Mapping[str, str], *, ids_sha256: str, data: Mapping[str, bytes] | None = None,
+              check: bool = True) -> CpgAxis:
+    """The CpG axis of a store, checked against the manifest unless ``check`` is false.
 
-    ``files``: the sha256 of each axis file, as the manifest records them (``axis_files``).
+    ``files``: the sha256 of each axis file, as the manifest records them
+    (``axis_files``; empty in stores created before they were recorded, whose
+    ids are checked against ``ids_sha256``).  Local stores are memory-mapped in
+    place; S3 stores through the local cache (or, without ``files``, read into
+    memory).
     """
     if storage.is_local:
-        return CpgAxis.open(storage.root)
+        if not check:
+            return CpgAxis.open(storage.root)
+        if not files:
+            # Created before per-file hashes were recorded: the ids are checked against cpg_ids_sha256;
+            # verify checks the look-up tables against the ids.
+            return open_checked(storage.root, {"cpg_ids.npy": ("ids", ids_sha256)}, where=storage.uri)
+        unrecorded = [name for name in INDEX_FILES
+                      if f"{INDEX_DIR}/{name}" not in files and (storage.root / INDEX_DIR / name).exists()]
+        if unrecorded:
+            raise CorruptStoreError(
+                f"{storage.uri}/{INDEX_DIR}/{unrecorded[0]} is not one of the CpG axis files the store was created "
+                f"with (manifest.json lists {', '.join(sorted(files))}); remove it or restore the store from a copy"
+            )
+        return open_checked(storage.root, {key: ("file", digest) for key, digest in files.items()}, where=storage.uri)
     if files:
         return open_remote(storage, files, data=data)
     # A store written before axis_files were recorded: no cache key to trust, so read it into memory.
@@ -325,7 +352,11 @@ def file_hashes(files: Mapping[str, bytes]) -> dict[str, str]:
 
 def cache_root() -> Path:
     """The local cache of remote CpG axes: ``$XR_METHYL_CACHE`` or ``~/.cache/xr_methyl``, then ``cpg_axis/``."""
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/xr_methyl").expanduser() / "cpg_axis"
+    return _cache_base() / "cpg_axis"
+
+
+def _cache_base() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/xr_methyl").expanduser()
 
 
 def open_remote(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] | None = None) -> CpgAxis:
@@ -340,16 +371,33 @@ def open_remote(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] 
     key = hashlib.sha256(json.dumps(remote.files).encode()).hexdigest()[:32]
     root = cache_root()
     target = root / key
-    if not (target / "cpg_ids.npy").exists():
+    if (target / "cpg_ids.npy").exists():
+        # Checked like a local store's files: a copy damaged since it was downloaded is fetched again.
         try:
-            _fill_cache(storage, dict(files), root, target, data)
-        except CorruptStoreError:
-            raise
-        except OSError as err:  # a read-only or full home: read into memory instead
-            log.warning("cannot cache the CpG axis of %s under %s (%s); reading it into memory", storage.uri, root,
-                        err)
-            return CpgAxis.from_files(_fetch(storage, files, data), remote=remote)
-    return CpgAxis.open(target, remote=remote)
+            return open_checked(target, {name: ("file", digest) for name, digest in files.items()},
+                                where=f"the local copy {target} of the CpG axis of {storage.uri}", remote=remote)
+        except CorruptStoreError as err:
+            log.warning("%s; downloading it again", err)
+            _discard(target)
+    try:
+        _fill_cache(storage, dict(files), root, target, data)
+    except CorruptStoreError:
+        raise
+    except OSError as err:  # a read-only or full home: read into memory instead
+        log.warning("cannot cache the CpG axis of %s under %s (%s); reading it into memory", storage.uri, root,
+                    err)
+        return CpgAxis.from_files(_fetch(storage, files, data), remote=remote)
+    return CpgAxis.open(target, remote=remote)  # every file was hashed as it was written
+
+
+def _discard(target: Path) -> None:
+    """Move a damaged cache folder out of the way (other processes may still map its files), then remove it."""
+    trash = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.discarded")
+    try:
+        os.rename(target, trash)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _fetch(storage, files: Mapping[str, str], data: Mapping[str, bytes] | None) -> dict[str, bytes]:
@@ -386,6 +434,168 @@ def _fill_cache(storage, files: dict[str, str], root: Path, target: Path, data: 
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- checking axis files against the manifest -----------------------------------------------
+#: Files of ``cpg_index/`` that :meth:`CpgAxis.open` reads when they are there.
+INDEX_FILES = ("chrom.npy", "chrom_names.npy", "pos.npy", "sorted_ids.npy", "sorted_order.npy", "locus_keys.npy",
+               "locus_order.npy")
+#: A file changed less than this many seconds before it was checked is not remembered as checked: file
+#: timestamps tick coarsely (milliseconds on a local disk, more on network file systems), so a second change
+#: within the same tick could leave the file's identity as it was.
+SETTLE_SECONDS = 2.0
+
+#: What to do about an axis file that differs from the manifest's record.
+NEVER_CHANGE = ("The CpG axis of a store must never change: put the original file back (from a copy of the store) "
+                "or create a new store")
+#: What a file must hash to: ``("file", sha256 of its bytes)``, or ``("ids", CpgAxis.sha256 of the array it
+#: holds)`` for the ids of stores whose manifest predates per-file hashes.
+Expected = tuple[str, str]
+Identity = tuple[int, int, int, int, int]
+
+
+def _identity(path: str | os.PathLike) -> Identity:
+    """(device, inode, size, mtime_ns, ctime_ns) of a file: any write, replacement or copy changes it."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def open_checked(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str,
+                 remote: RemoteAxis | None = None) -> CpgAxis:
+    """Memory-map the axis under ``root`` after checking its files against ``expected`` (see :func:`check_files`).
+
+    The files are stat'ed again once mapped: a file replaced between the check
+    and the mapping is checked again.
+    """
+    for _ in range(3):
+        checked = check_files(root, expected, where=where)
+        axis = CpgAxis.open(root, remote=remote)
+        if _identities(Path(root), expected, where) == checked:
+            return axis
+    raise CorruptStoreError(f"{where}: the CpG axis files kept changing while the store was opened; open it again "
+                            "once nothing writes to them")
+
+
+def check_files(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str) -> dict[str, Identity]:
+    """Check files under ``root`` against the hashes the manifest records; return their identities.
+
+    Hashing a 28 M-CpG axis takes a second or two, so a set of files found
+    right is remembered by its identities (device, inode, size, mtime and
+    ctime of each, with the expected hashes) in a per-user folder
+    (``$XR_METHYL_CACHE/verified``, default ``~/.cache/xr_methyl/verified``);
+    while the files keep those identities they are not read again.  Writing a
+    file in place, replacing it (``np.save``, an editor, ``cp``) or copying the
+    store elsewhere changes them, and the next open hashes the files again.
+
+    Raises
+    ------
+    CorruptStoreError
+        Naming the first file that is missing or differs from the manifest's record.
+    """
+    root = Path(root)
+    seen = _identities(root, expected, where)
+    record = _record_path(expected, seen)
+    if record.exists():
+        return seen
+    problems = hash_problems(root, expected, where=where, identities=seen)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise CorruptStoreError(f"{problems[0]}{more}. {NEVER_CHANGE}")
+    return seen
+
+
+def hash_problems(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str,
+                  identities: Mapping[str, Identity] | None = None) -> list[str]:
+    """Hash every file under ``root`` named in ``expected``; return what is missing or differs (empty: all right).
+
+    When all are right and none changed while being read, their identities
+    are remembered (see :func:`check_files`) unless a file changed within the
+    last :data:`SETTLE_SECONDS`.
+    """
+    root = Path(root)
+    started = time.time()
+    present = [key for key in expected if (root / key).is_file()]
+    problems = [f"{where}/{key} is missing" for key in expected if key not in present]
+    if not problems and identities is None:
+        identities = _identities(root, expected, where)
+    # Largest first over two threads: hashlib and file reads release the GIL.
+    present.sort(key=lambda key: -(root / key).stat().st_size)
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        digests = dict(zip(present, pool.map(lambda key: _DIGESTS[expected[key][0]](root / key), present)))
+    for key, (kind, digest) in expected.items():
+        got = digests.get(key)
+        if got is not None and got != digest:
+            problems.append(mismatch(where, key, kind, got, digest))
+    if problems:
+        return problems
+    settled = all(ident[4] < (started - SETTLE_SECONDS) * 1e9 for ident in identities.values())
+    if settled and _identities(root, expected, where) == identities:
+        _remember(_record_path(expected, identities), where)
+    return problems
+
+
+def mismatch(where: str, key: str, kind: str, got: str, digest: str) -> str:
+    """What to say of an axis file whose hash (``got``) is not the one the manifest records."""
+    what = "the ids it holds differ from" if kind == "ids" else "it differs from"
+    return (f"{where}/{key}: {what} what the store was created with (sha256 {got[:12]}... where manifest.json "
+            f"records {digest[:12]}...)")
+
+
+def _identities(root: Path, expected: Mapping[str, Expected], where: str) -> dict[str, Identity]:
+    out = {}
+    for key in sorted(expected):
+        try:
+            out[key] = _identity(root / key)
+        except FileNotFoundError:
+            raise CorruptStoreError(f"{where}/{key} is missing; the store's CpG axis is incomplete") from None
+    return out
+
+
+def _record_path(expected: Mapping[str, Expected], seen: Mapping[str, Identity]) -> Path:
+    """The file whose existence says: these exact files were found to hash as expected."""
+    facts = [[key, *expected[key], *seen[key]] for key in sorted(expected)]
+    return _cache_base() / "verified" / hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:40]
+
+
+_cannot_remember_warned = False
+
+
+def _remember(record: Path, where: str) -> None:
+    global _cannot_remember_warned
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps({"files": where, "checked_at": time.time()}))
+        os.replace(tmp, record)
+    except OSError as err:  # a read-only home: every open checks the files again
+        if not _cannot_remember_warned:
+            _cannot_remember_warned = True
+            log.warning("cannot note under %s that the CpG axis of %s was checked (%s); every open will hash it "
+                        "again", record.parent, where, err)
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _ids_sha256(path: Path) -> str:
+    """:attr:`CpgAxis.sha256` of the ids in a ``.npy`` file, read in pieces (never whole into memory)."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        try:
+            version = npy.read_magic(f)
+            _, _, dtype = (npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0)(f)
+        except ValueError:  # not a .npy file: it cannot hold the ids
+            return hashlib.sha256(b"").hexdigest()
+        digest = hashlib.sha256(dtype.str.encode() + b"\0")
+        return hashlib.file_digest(f, lambda: digest).hexdigest()
+
+
+_DIGESTS: dict[str, Callable[[Path], str]] = {"file": _file_sha256, "ids": _ids_sha256}
+
+
 #: Bits of ``pos`` in a locus key ``chrom_code << LOCUS_SHIFT | pos``.
 LOCUS_SHIFT = 40
 

@@ -156,8 +156,8 @@ class Manifest:
     """``manifest.json``: what a store is, fixed when it is created and never rewritten.
 
     Read with :meth:`from_json`, which refuses another format or version and a
-    manifest that lacks a field, naming it; :meth:`to_json` writes the same
-    document the store has always had.
+    field that is missing or of the wrong kind, naming it; :meth:`to_json`
+    writes the same document the store has always had.
     """
 
     n_cpgs: int
@@ -191,32 +191,46 @@ class Manifest:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], *, where: str) -> Manifest:
-        """The manifest in ``doc`` (read from ``where``), checked: format, version and required fields."""
+        """The manifest in ``doc`` (read from ``where``), refused if it lacks a field this code reads, holds a
+        value of the wrong kind, or declares another format or version."""
         version = doc.get("format_version")
         if doc.get("format") != "methylzarr" or version != FORMAT_VERSION:
             raise CorruptStoreError(
                 f"{where} declares format {doc.get('format')!r} version {version!r}; "
                 f"this xr_methyl reads methylzarr version {FORMAT_VERSION}"
             )
+
+        def bad(name: str, expected: str) -> CorruptStoreError:
+            shown = repr(doc[name])[:80] if name in doc else "missing"
+            return CorruptStoreError(f"{where}: {name} is {shown}, expected {expected}; the manifest is damaged "
+                                     "(restore it from a copy of the store)")
+
+        n_cpgs = doc.get("n_cpgs")
+        if not isinstance(n_cpgs, int) or isinstance(n_cpgs, bool) or n_cpgs < 1:
+            raise bad("n_cpgs", "a positive number of CpGs")
+        digest = doc.get("cpg_ids_sha256")
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise bad("cpg_ids_sha256", "the sha256 of the CpG ids (64 hex digits)")
+        files = doc.get("axis_files")
+        if files is not None and not (isinstance(files, dict) and CPG_IDS in files
+                                      and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+            raise bad("axis_files", f"the sha256 of each CpG axis file, {CPG_IDS} included")
+        if not isinstance(doc.get("has_loci", False), bool):
+            raise bad("has_loci", "true or false")
+        if doc.get("coverage_dtype") not in COVERAGE_DTYPES:
+            raise bad("coverage_dtype", f"one of {', '.join(COVERAGE_DTYPES)}")
         try:
-            return cls(
-                n_cpgs=int(doc["n_cpgs"]),
-                cpg_ids_sha256=str(doc["cpg_ids_sha256"]),
-                layout=Layout.from_json(doc["layout"]),
-                coverage_dtype=str(doc["coverage_dtype"]),
-                axis_files=dict(doc.get("axis_files") or {}),
-                has_loci=bool(doc.get("has_loci")),
-                compression=dict(doc.get("compression") or {}),
-                created_at=doc.get("created_at"),
-                warehouse=doc.get("warehouse"),
-                format_version=version,
-            )
-        except KeyError as err:
-            raise CorruptStoreError(f"{where} lacks the field {err.args[0]!r}; the manifest is damaged") from None
-        except (TypeError, ValueError) as err:
-            raise CorruptStoreError(f"{where} holds a malformed field ({err}); the manifest is damaged") from None
-
-
+            layout = Layout.from_json(doc["layout"])
+            if layout != layout.for_axis(n_cpgs):
+                raise ValueError("shapes larger than the axis")
+        except (KeyError, TypeError, ValueError) as err:
+            raise bad("layout", f"chunk_shape, shard_shape and sample_block of whole chunks ({err})") from None
+        if not isinstance(doc.get("warehouse"), (str, type(None))):
+            raise bad("warehouse", "the URI of the warehouse, or null")
+        return cls(n_cpgs=n_cpgs, cpg_ids_sha256=digest, layout=layout, coverage_dtype=doc["coverage_dtype"],
+                   axis_files=dict(files or {}), has_loci=doc.get("has_loci", False),
+                   compression=dict(doc.get("compression") or {}), created_at=doc.get("created_at"),
+                   warehouse=doc.get("warehouse"), format_version=version)
 
 def block_record_key(block: int) -> str:
     """Key of the shard record of one block (see :func:`xr_methyl.store.commit.record_blocks`)."""

@@ -1,17 +1,23 @@
 """``xr-methyl verify``: is a store whole, and does it still say what the warehouse says?
 
 :func:`verify_store` never raises on a damaged store: it collects every
-problem it finds into a :class:`VerifyReport`.  It checks
+problem it finds into a :class:`VerifyReport`.  Whatever would make another
+command fail is a problem; a note is only something worth knowing (what an
+interrupted append left, which the next append or ``gc`` reclaims).  It checks
 
-* the manifest, the CpG axis against its sha256, the loci against the axis;
-* ``sample_ids.json`` (the commit) against ``samples.json`` and
-  ``ingested_batches.json``;
-* both arrays' ``zarr.json`` against the manifest (shape, dtype, chunk and
+* everything an open reads: the manifest (every field), ``sample_ids.json``
+  (the commit), ``ingested_batches.json`` and ``samples.json`` (their shape,
+  and that they agree with the commit);
+* every file of the CpG axis (``cpg_ids.npy``, ``cpg_index/``) against the
+  sha256 the manifest records, and the loci against the axis;
+* ``provenance.json`` as ``xr-methyl info`` reads it;
+* each array's ``zarr.json`` against the manifest (shape, dtype, chunk and
   shard shapes, fill value, dimension names);
-* every committed block: the shard objects its append recorded in
-  ``blocks/<i>.json`` are present with the recorded size and sha256, none
-  extra, and every shard decodes; padding rows are empty; betas lie in [0, 1];
-  the CpG-major copy of beta (if the store keeps one) holds beta's values;
+* every committed block: its record ``blocks/<i>.json`` is there and well
+  formed, the shard objects it lists are present with the recorded size and
+  sha256, none extra, and every shard decodes; padding rows are empty; betas
+  lie in [0, 1]; the CpG-major copy of beta (if the store keeps one) holds
+  beta's values;
 * with ``cells > 0``: that many random (sample, CpG) cells re-read from the
   warehouse through the :class:`~xr_methyl.warehouse.Warehouse` protocol equal
   the stored values exactly.
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from xr_methyl.errors import MethylError
+from xr_methyl.errors import CorruptStoreError, MethylError
 
 #: At most this many samples are exported from the warehouse for a cell check.
 MAX_CHECK_SAMPLES = 16
@@ -40,6 +46,8 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not damage (e.g. reclaimable orphans)
     checked: dict[str, int] = field(default_factory=dict)
+    #: Why the store did not open, if it did not.
+    error: Exception | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -77,13 +85,15 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
     report = VerifyReport(path=path)
     try:
         if not isinstance(store, MethylStore):
-            store = MethylStore.open(store, storage_options=storage_options)
+            # The axis files are hashed by _check_axis, which reports each one that differs.
+            store = MethylStore._open(store, storage_options=storage_options, check_axis=False)
         else:
             store.refresh()
     except (MethylError, OSError) as err:
         report.problems.append(f"the store does not open: {err}")
+        report.error = err
         return report
-    checks = (_check_axis, _check_sidecars, _check_arrays, _check_blocks)
+    checks = (_check_axis, _check_sidecars, _check_provenance, _check_arrays, _check_blocks)
     for check in checks:
         try:
             check(store, report)
@@ -98,22 +108,70 @@ def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = No
 
 
 def _check_axis(store, report: VerifyReport) -> None:
-    from xr_methyl.store.cpg_axis import INDEX_DIR
+    """Every file of the CpG axis against the manifest's sha256, then the loci against the axis."""
+    from xr_methyl.store.cpg_axis import INDEX_DIR, INDEX_FILES, hash_problems, mismatch
+    from xr_methyl.store.layout import CPG_IDS
 
-    for key, digest in store.manifest.axis_files.items():
-        try:
-            data = store.storage.read_bytes(key)
-        except FileNotFoundError:
-            report.problems.append(f"{key} (a file of the CpG axis) is missing")
-            continue
-        if hashlib.sha256(data).hexdigest() != digest:
-            report.problems.append(f"{key} differs from what the store was created with (sha256 mismatch)")
-    axis = store.cpg_axis
+    storage, manifest, axis = store.storage, store.manifest, store.cpg_axis
+    files = manifest.axis_files
+    if files:
+        expected = {key: ("file", digest) for key, digest in files.items()}
+        for name in INDEX_FILES:
+            key = f"{INDEX_DIR}/{name}"
+            if key not in files and storage.exists(key):
+                report.problems.append(f"{key} is not one of the CpG axis files the store was created with")
+    else:  # created before per-file hashes: the ids against cpg_ids_sha256, the look-up tables against the ids
+        expected = {CPG_IDS: ("ids", manifest.cpg_ids_sha256)}
+        _check_tables(axis, report)
+    if storage.is_local:
+        report.problems.extend(hash_problems(storage.root, expected, where=storage.uri))
+    else:
+        for key, (kind, digest) in expected.items():
+            try:
+                data = storage.read_bytes(key)
+            except FileNotFoundError:
+                report.problems.append(f"{storage.uri}/{key} is missing")
+                continue
+            got = hashlib.sha256(data).hexdigest() if kind == "file" else _ids_digest(data)
+            if got != digest:
+                report.problems.append(mismatch(storage.uri, key, kind, got, digest))
+    loci = f"{INDEX_DIR}/chrom.npy and pos.npy"
     if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
-        report.problems.append(f"{INDEX_DIR}/pos.npy has {len(axis.pos)} positions for {len(axis)} CpGs")
-    elif axis.has_loci and len(axis.chrom_names) and int(axis.chrom_codes.max(initial=0)) >= len(axis.chrom_names):
-        report.problems.append(f"{INDEX_DIR}/chrom.npy refers to a chromosome that chrom_names.npy does not name")
+        report.problems.append(f"{loci} hold {len(axis.chrom_codes)} chromosomes and {len(axis.pos)} positions "
+                               f"for {len(axis)} CpGs")
+    elif axis.has_loci and len(axis.chrom_codes) and not 0 <= int(axis.chrom_codes.min()) <= int(
+            axis.chrom_codes.max()) < len(axis.chrom_names):
+        report.problems.append(f"{loci} refer to a chromosome that the names do not list")
     report.checked["cpgs"] = len(axis)
+
+
+def _ids_digest(data: bytes) -> str:
+    """:attr:`CpgAxis.sha256` of the ids in the bytes of a ``.npy`` file."""
+    import io
+
+    from xr_methyl.store.cpg_axis import CpgAxis
+
+    try:
+        ids = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return hashlib.sha256(b"").hexdigest()
+    return CpgAxis(ids=ids).sha256
+
+
+def _check_tables(axis, report: VerifyReport) -> None:
+    """The look-up tables of ``cpg_index/`` must say what the ids and loci say (stores without per-file hashes)."""
+    from xr_methyl.store.cpg_axis import locus_keys
+
+    tables = axis._tables
+    order, ids = tables.get("sorted_order"), tables.get("sorted_ids")
+    if order is None or ids is None:
+        return  # an axis without its tables on disk (they are built from the ids when needed)
+    if not (np.array_equal(axis.ids[order], ids) and bool(np.all(ids[1:] > ids[:-1]))):
+        report.problems.append("cpg_index/sorted_ids.npy and sorted_order.npy do not sort cpg_ids.npy")
+    if axis.has_loci and tables.get("locus_keys") is not None:
+        keys, where = locus_keys(axis.chrom_codes, axis.pos), tables.get("locus_order")
+        if not np.array_equal(keys if where is None else keys[where], tables["locus_keys"]):
+            report.problems.append("cpg_index/locus_keys.npy does not hold the loci of chrom.npy and pos.npy in order")
 
 
 def _check_sidecars(store, report: VerifyReport) -> None:
@@ -146,6 +204,11 @@ def _check_sidecars(store, report: VerifyReport) -> None:
     report.checked["samples"] = len(committed)
 
 
+def _check_provenance(store, report: VerifyReport) -> None:
+    """``provenance.json`` (absent when no append recorded its cost) must read as ``xr-methyl info`` reads it."""
+    store.cost()  # raises CorruptStoreError naming the file and the entry
+
+
 def _check_arrays(store, report: VerifyReport) -> None:
     layout = store.layout
     main = ((layout.sample_block, layout.cpg_shard), (layout.chunk_rows, layout.cpg_chunk))
@@ -155,7 +218,11 @@ def _check_arrays(store, report: VerifyReport) -> None:
                      (layout.sample_block, layout.by_cpg_chunk))
         expected["beta_by_cpg"] = (np.dtype("float32"), "nan", copy_grid)
     for name, (dtype, fill, (shards, chunks)) in expected.items():
-        arr = store.array(name)  # raises CorruptStoreError on a broken zarr.json or a short shape
+        try:
+            arr = store.array(name)
+        except CorruptStoreError as err:  # a broken zarr.json or a short shape: the other arrays are still checked
+            report.problems.append(str(err))
+            continue
         meta = arr.metadata
         if arr.dtype != dtype:
             report.problems.append(f"{name}: dtype {arr.dtype}, the manifest says {dtype}")
@@ -174,29 +241,25 @@ def _check_arrays(store, report: VerifyReport) -> None:
 
 
 def _check_blocks(store, report: VerifyReport) -> None:
-    from xr_methyl.store.layout import block_record_key
-
     commit, layout = store.commit, store.layout
-    arrays = {name: store.array(name) for name in store.array_names}
+    arrays = {}
+    for name in store.array_names:
+        try:
+            arrays[name] = store.array(name)
+        except CorruptStoreError:
+            pass  # reported by _check_arrays
     copy = arrays.get("beta_by_cpg")
     n_blocks = commit.n_rows // layout.sample_block
-    unrecorded = shards = 0
+    shards = 0
     for b in range(n_blocks):
-        try:
-            record = store.storage.read_json(block_record_key(b))
-        except FileNotFoundError:
-            record = None
-            unrecorded += 1
-        except ValueError as err:
-            report.problems.append(f"{block_record_key(b)} is not valid JSON ({err})")
-            record = None
+        record = _read_record(store, report, b)
         rows = slice(b * layout.sample_block, (b + 1) * layout.sample_block)
         padding = [i - rows.start for i in range(rows.start, rows.stop) if commit.rows[i] is None]
         copy_keys = store.shard_keys("beta_by_cpg", b, copy) if copy is not None else []
         for name, arr in arrays.items():
             keys = store.shard_keys(name, b, arr)
             if record is not None:
-                shards += _check_recorded(store, report, name, b, keys, record.get(name, {}))
+                shards += _check_recorded(store, report, name, b, keys, record[name])
             if name == "beta_by_cpg":
                 continue  # its values are checked against beta's, shard by shard, below
             width = arr.shards[1]
@@ -212,11 +275,37 @@ def _check_blocks(store, report: VerifyReport) -> None:
                                 min((j + 1) * width, store.n_cpgs), values)
                 if values is not None:
                     _check_values(report, name, keys[j], values, padding, commit.rows[rows])
-    if unrecorded:
-        report.notes.append(f"{unrecorded} committed block(s) have no shard record (appended before records were "
-                            "kept): their shards were decoded, but a missing shard reads as empty and goes unseen")
     report.checked["blocks"] = n_blocks
     report.checked["shards"] = shards
+
+
+def _read_record(store, report: VerifyReport, block: int) -> dict | None:
+    """The shard record of a committed block, or None (reported as a problem) when it is missing or damaged."""
+    from xr_methyl.store.layout import block_record_key
+
+    key = block_record_key(block)
+    try:
+        record = store.storage.read_json(key)
+    except FileNotFoundError:
+        report.problems.append(f"{key} (the shard record of committed block {block}) is missing: the sizes and "
+                               "sha256 of its shards are lost, so a missing or altered shard would go unseen")
+        return None
+    except ValueError as err:
+        report.problems.append(f"{key} is not valid JSON ({err})")
+        return None
+
+    def entry_ok(entry) -> bool:
+        return (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
+                and isinstance(entry.get("sha256"), str))
+
+    rows = [block * store.layout.sample_block, (block + 1) * store.layout.sample_block]
+    if not (isinstance(record, dict) and record.get("block") == block and record.get("rows") == rows
+            and all(isinstance(record.get(name), dict) and all(entry_ok(e) for e in record[name].values())
+                    for name in store.array_names)):
+        report.problems.append(f"{key} does not hold the shard record of block {block} (block {block}, rows {rows}, "
+                               f"and the size and sha256 of each shard of {', '.join(store.array_names)})")
+        return None
+    return record
 
 
 def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int,
