@@ -68,6 +68,32 @@ def _positions(key, size: int) -> np.ndarray:
     return np.where(key < 0, key + size, key)
 
 
+def plain_slices(key: indexing.ExplicitIndexer, shape: tuple[int, ...]) -> indexing.ExplicitIndexer:
+    """``key`` with each slice written as its start, stop and step on its dimension (an empty one as ``0:0``).
+
+    xarray 2026.9 reads an empty slice with a negative step whose start lies
+    before the first element (``[-91::-1]`` of 90 elements) as a full reversed
+    one, and cannot split other empty negative slices into a read and a reversal.
+    """
+
+    def plain(k, size: int):
+        if not isinstance(k, slice):
+            return k
+        picked = range(size)[k]
+        if not picked:
+            return slice(0, 0)
+        return slice(picked.start, picked.stop if picked.stop >= 0 else None, picked.step)
+
+    return type(key)(tuple(plain(k, n) for k, n in zip(key.tuple, shape)))
+
+
+class LazilyIndexed(indexing.LazilyIndexedArray):
+    """xarray's lazy indexing of a backend array, with slices made plain first (:func:`plain_slices`)."""
+
+    def _updated_key(self, new_key: indexing.ExplicitIndexer):
+        return super()._updated_key(plain_slices(new_key, self.shape))
+
+
 class LazyCpgArray(indexing.ExplicitlyIndexedNDArrayMixin):
     """One coordinate of the CpG axis (``cpg``, ``chrom`` or ``pos``) for a subset of columns, read on demand."""
 
@@ -257,5 +283,5 @@ def locus_coords(axis: CpgAxis) -> dict[str, xr.Variable]:
     """``chrom`` and ``pos`` on the cpg dimension, lazy (read only where indexed)."""
     if not axis.has_loci:
         return {}
-    return {name: xr.Variable((DIM,), indexing.LazilyIndexedArray(LazyCpgArray(axis, name, None)))
+    return {name: xr.Variable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None)))
             for name in ("chrom", "pos")}
