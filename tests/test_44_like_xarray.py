@@ -5,6 +5,7 @@ never from xr_methyl itself.
 """
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import xarray as xr
@@ -20,10 +21,12 @@ N_SAMPLES = 11  # three batches in blocks of 4 rows: the store has padding rows 
 pytestmark = pytest.mark.filterwarnings("ignore:The specified chunks separate the stored chunks")
 
 
-def cpg_table(n=N_CPGS, start=100):
-    return pa.table({"cpg_id": [f"chr{1 + i // 40}:{start + 7 * i}" for i in range(n)],
-                     "chrom": [f"chr{1 + i // 40}" for i in range(n)],
-                     "pos": pa.array([start + 7 * i for i in range(n)], pa.int64())})
+def cpg_table(n=N_CPGS, first=0):
+    """CpGs ``first`` to ``first + n`` of one genome: 40 per chromosome, 7 bp apart."""
+    cpgs = range(first, first + n)
+    return pa.table({"cpg_id": [f"chr{1 + k // 40}:{100 + 7 * k}" for k in cpgs],
+                     "chrom": [f"chr{1 + k // 40}" for k in cpgs],
+                     "pos": pa.array([100 + 7 * k for k in cpgs], pa.int64())})
 
 
 def make_store(path, layout, *, seed=0, cpgs=None, batches=((3, "B0"), (5, "B1"), (3, "B2"))):
@@ -39,6 +42,31 @@ def make_store(path, layout, *, seed=0, cpgs=None, batches=((3, "B0"), (5, "B1")
         betas.append(beta)
         coverages.append(coverage)
     return store, np.concatenate(betas), np.concatenate(coverages)
+
+
+def in_memory(beta, coverage, batches=((3, "B0"), (5, "B1"), (3, "B2")), table=None):
+    """What ``make_store`` stored, as an in-memory Dataset with pandas indexes (the twin to compare with)."""
+    table = table if table is not None else cpg_table()
+    samples = [f"{batch}_{i}" for n, batch in batches for i in range(n)]
+    return xr.Dataset(
+        {"beta": (("sample", "cpg"), beta), "coverage": (("sample", "cpg"), coverage)},
+        coords={"sample": np.array(samples, dtype=object),
+                "cpg": np.array(table["cpg_id"].to_pylist()), "chrom": ("cpg", np.array(table["chrom"].to_pylist())),
+                "pos": ("cpg", table["pos"].to_numpy()),
+                "batch_id": ("sample", np.array([b for n, b in batches for _ in range(n)], dtype=object))},
+    )
+
+
+def assert_like(ours, twin):
+    """Identical values, labels, coordinates and names, once our CpG index is a pandas one like the twin's."""
+    from xr_methyl.cpg_index import CpgIndex
+
+    if isinstance(ours.xindexes.get("cpg"), CpgIndex):
+        ours = ours.drop_indexes("cpg").set_xindex("cpg")
+    ours = ours.copy()
+    for name in ("methylzarr_store", "n_cpgs"):  # where the store is: the twin has no store
+        ours.attrs.pop(name, None)
+    xr.testing.assert_identical(ours.load(), twin)
 
 
 LAYOUTS = {
@@ -134,3 +162,139 @@ def test_ensure_results_select_one_cpg(warehouse, truth, tmp_path):
         np.testing.assert_array_equal(got.beta.sel(cpg=cpg).values, truth.beta.loc[ids, cpg].to_numpy())
         np.testing.assert_array_equal(got.isel(cpg=-2).coverage.values, truth.coverage.loc[ids].iloc[:, -2])
         np.testing.assert_array_equal(got.beta[:, ::-700].values, truth.beta.loc[ids].iloc[:, ::-700].to_numpy())
+
+
+# -- combining results: CpG indexes of one axis align like pandas indexes of their labels --------------------
+@pytest.fixture(scope="module")
+def two_stores(tmp_path_factory):
+    """Two stores of the same CpG axis (different samples), their twins, and a store of another axis."""
+    root = tmp_path_factory.mktemp("two-stores")
+    layout = LAYOUTS["plain"]
+    _, beta_a, cov_a = make_store(root / "a.zarr", layout, seed=1)
+    other_batches = ((2, "C0"), (3, "C1"))
+    _, beta_b, cov_b = make_store(root / "b.zarr", layout, seed=2, batches=other_batches)
+    shifted = cpg_table(first=45)  # its first 45 CpGs are the last 45 of the others
+    _, beta_c, cov_c = make_store(root / "c.zarr", layout, seed=3, cpgs=shifted, batches=((2, "D0"),))
+    open_ = {name: (lambda chunks=None, name=name: xr.open_dataset(root / f"{name}.zarr", engine="methylzarr",
+                                                                   chunks=chunks)) for name in "abc"}
+    twins = {"a": in_memory(beta_a, cov_a), "b": in_memory(beta_b, cov_b, other_batches),
+             "c": in_memory(beta_c, cov_c, ((2, "D0"),), shifted)}
+    return open_, twins, root
+
+
+SUBSETS = [slice(None), [50, 3, 20, 7], slice(0, 30, 3), slice(80, 10, -4), [89, 0]]
+
+
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_two_stores_of_one_axis_concat_subtract_and_merge(two_stores, chunks):
+    open_, twin, _ = two_stores
+    a, b = open_["a"](chunks), open_["b"](chunks)
+    both = xr.concat([a.isel(sample=[0]), b.isel(sample=[1])], "sample", join="exact")
+    assert_like(both, xr.concat([twin["a"].isel(sample=[0]), twin["b"].isel(sample=[1])], "sample", join="exact"))
+    for left in SUBSETS:
+        for right in SUBSETS:
+            ours = a.beta.isel(sample=0, cpg=left) - b.beta.isel(sample=1, cpg=right)
+            assert_like(ours, twin["a"].beta.isel(sample=0, cpg=left) - twin["b"].beta.isel(sample=1, cpg=right))
+    merged = xr.merge([a.beta.isel(cpg=[50, 3, 20]).rename("x"), b.coverage.isel(cpg=slice(0, 30, 3)).rename("y")],
+                      join="outer", compat="no_conflicts")
+    expected = xr.merge([twin["a"].beta.isel(cpg=[50, 3, 20]).rename("x"),
+                         twin["b"].coverage.isel(cpg=slice(0, 30, 3)).rename("y")], join="outer", compat="no_conflicts")
+    assert_like(merged, expected)
+
+
+@pytest.mark.parametrize("join", ["inner", "outer", "left", "right", "exact"])
+def test_align_and_reindex_like_pandas_indexes(two_stores, join):
+    open_, twin, _ = two_stores
+    a, b = open_["a"](), open_["b"]()
+    for left, right in [(SUBSETS[1], SUBSETS[2]), (SUBSETS[3], SUBSETS[0]), (SUBSETS[2], SUBSETS[2])]:
+        ours, theirs = (a.isel(cpg=left), b.isel(cpg=right)), (twin["a"].isel(cpg=left), twin["b"].isel(cpg=right))
+        try:
+            expected = xr.align(*theirs, join=join)
+        except ValueError as err:
+            with pytest.raises(type(err)):
+                xr.align(*ours, join=join)
+            continue
+        for got, want in zip(xr.align(*ours, join=join), expected):
+            assert_like(got, want)
+    assert_like(a.reindex_like(b.isel(cpg=[7, 60, 3])), twin["a"].reindex_like(twin["b"].isel(cpg=[7, 60, 3])))
+
+
+def test_an_index_over_another_axis_aligns_through_a_pandas_index(two_stores):
+    from xarray.core.indexes import PandasIndex
+
+    open_, twin, _ = two_stores
+    a, c = open_["a"](), open_["c"]()
+    diff = a.beta.isel(sample=0) - c.beta.isel(sample=1)
+    assert_like(diff, twin["a"].beta.isel(sample=0) - twin["c"].beta.isel(sample=1))
+    assert diff.sizes["cpg"] == 45 and isinstance(diff.xindexes["cpg"], PandasIndex)
+    for join in ("outer", "left"):
+        for got, want in zip(xr.align(a.isel(cpg=[80, 2, 60]), c, join=join),
+                             xr.align(twin["a"].isel(cpg=[80, 2, 60]), twin["c"], join=join)):
+            assert_like(got, want)
+    ends = xr.concat([a.isel(cpg=slice(0, 3)), c.isel(cpg=slice(-2, None))], "cpg", join="outer",
+                     coords="different", compat="equals")
+    assert_like(ends, xr.concat([twin["a"].isel(cpg=slice(0, 3)), twin["c"].isel(cpg=slice(-2, None))], "cpg",
+                                join="outer", coords="different", compat="equals"))
+
+
+def test_pieces_of_one_axis_concat_along_it_and_keep_the_cpg_index(two_stores):
+    from xr_methyl.cpg_index import CpgIndex
+
+    open_, twin, _ = two_stores
+    a = open_["a"]()
+    pieces = [a.isel(cpg=slice(60, 70)), a.isel(cpg=[3, 1]), a.isel(cpg=slice(20, 5, -5))]
+    joined = xr.concat(pieces, "cpg")
+    assert isinstance(joined.xindexes["cpg"], CpgIndex)
+    assert_like(joined, xr.concat([twin["a"].isel(cpg=k) for k in (slice(60, 70), [3, 1], slice(20, 5, -5))], "cpg"))
+    np.testing.assert_array_equal(joined.sel(cpg=joined.cpg.values[11]).beta.values, twin["a"].beta.values[:, 1])
+
+
+def test_copies_of_a_store_align_by_their_axis_not_their_path(two_stores, tmp_path):
+    import shutil
+
+    open_, twin, root = two_stores
+    shutil.copytree(root / "a.zarr", tmp_path / "copy.zarr")
+    a, copy = open_["a"](), xr.open_dataset(tmp_path / "copy.zarr", engine="methylzarr")
+    assert a.xindexes["cpg"].equals(copy.xindexes["cpg"])
+    summed = a.beta + copy.beta  # join="exact" would raise if the indexes differed
+    with xr.set_options(arithmetic_join="exact"):
+        assert_like(a.beta + copy.beta, twin["a"].beta * 2)
+    assert_like(summed, twin["a"].beta * 2)
+    assert not a.xindexes["cpg"].equals(open_["c"]().xindexes["cpg"])
+
+
+def test_pandas_indexed_cpgs_need_a_pandas_index_and_the_error_says_how(two_stores):
+    open_, twin, _ = two_stores
+    a = open_["a"]()
+    labels = list(twin["a"].cpg.values[[5, 2, 70]]) + ["chr9:1"]
+    annotation = xr.Dataset({"gene": ("cpg", ["g1", "g2", "g3"])}, coords={"cpg": twin["a"].cpg.values[10:13]})
+    for attempt in (lambda ds: ds.reindex(cpg=labels), lambda ds: xr.merge([ds, annotation], join="left")):
+        with pytest.raises(ValueError, match=r"set_xindex\('cpg'\)"):
+            attempt(a)
+        assert_like(attempt(a.drop_indexes("cpg").set_xindex("cpg")), attempt(twin["a"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_join_and_reindex_like_give_what_pandas_gives_for_the_labels(data):
+    """On an axis out of label order, with ids of different lengths: labels and order as pandas' union and
+    intersection, positions as pandas' get_indexer."""
+    from xr_methyl.cpg_axis import CpgAxis
+    from xr_methyl.cpg_index import CpgIndex
+
+    n = 30
+    ids = np.array([f"c{(i * 7919) % 1000}" + "x" * (i % 3) for i in range(n)])
+    axis = CpgAxis.from_ids(pa.array(ids))
+    subset = st.one_of(
+        st.builds(slice, st.integers(-n, n) | st.none(), st.integers(-n, n) | st.none(),
+                  st.sampled_from([None, 2, -1, -3])),
+        st.lists(st.integers(0, n - 1), unique=True, max_size=12).map(lambda k: np.array(k, dtype=np.int64)))
+    left, right = data.draw(subset), data.draw(subset)
+    mine, theirs = CpgIndex(axis).isel({"cpg": left}), CpgIndex(axis).isel({"cpg": right})
+    labels = {id(mine): pd.Index(ids[left]), id(theirs): pd.Index(ids[right])}
+    for how, expected in (("outer", labels[id(mine)].union(labels[id(theirs)])),
+                          ("inner", labels[id(mine)].intersection(labels[id(theirs)]))):
+        joined = mine.join(theirs, how=how)
+        assert list(joined.to_pandas_index()) == list(expected)
+    positions = mine.reindex_like(theirs)["cpg"]
+    np.testing.assert_array_equal(positions, labels[id(mine)].get_indexer(labels[id(theirs)]))

@@ -196,7 +196,8 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
     attrs = {STORE_ATTR: store.storage.uri, "n_cpgs": store.n_cpgs}
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     # cpg: lazy, behind an index that never hashes the ids (see cpg_index).
-    return ds.assign_coords(xr.Coordinates.from_xindex(CpgIndex(store.cpg_axis)))
+    index = CpgIndex(store.cpg_axis, axis_sha256=store.manifest["cpg_ids_sha256"])
+    return ds.assign_coords(xr.Coordinates.from_xindex(index))
 
 
 def _metadata_columns(samples: list[dict]) -> list[str]:

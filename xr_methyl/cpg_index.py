@@ -8,6 +8,14 @@ over the sorted ids, regions by binary search over sorted locus keys.  Its
 coordinates ``cpg``, ``chrom`` and ``pos`` are lazy: only the elements shown or
 asked for are read.
 
+Two indexes over the same axis (the same sha256 of the ids, as the manifest
+records it) align by column arithmetic, as pandas indexes of their labels would
+(``join``, ``reindex_like``, ``concat``); indexes over different axes fall back
+to a pandas index of the labels.  xarray aligns only indexes of one type: to
+align with a pandas-indexed ``cpg`` (``reindex(cpg=[...])``, an annotation
+table), first turn the index into a pandas one with
+``ds.drop_indexes("cpg").set_xindex("cpg")``.
+
 xarray imports this module (through the backend) whenever it looks up engines,
 so it imports only numpy, pandas and xarray.
 """
@@ -21,7 +29,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from xarray.core import indexing
-from xarray.core.indexes import Index, IndexSelResult
+from xarray.core.indexes import Index, IndexSelResult, PandasIndex
 
 from xr_methyl.cpg_axis import CpgAxis
 
@@ -35,6 +43,14 @@ def _columns(cols: slice | np.ndarray | None, n: int) -> np.ndarray:
     if isinstance(cols, slice):
         return np.arange(*cols.indices(n))
     return cols
+
+
+def _same_columns(a: slice | np.ndarray | None, b: slice | np.ndarray | None, n: int) -> bool:
+    """Whether two subsets of an axis of ``n`` columns hold the same columns in the same order."""
+    ranges = [range(n)[c] if isinstance(c, slice) else range(n) if c is None else None for c in (a, b)]
+    if ranges[0] is not None and ranges[1] is not None:
+        return ranges[0] == ranges[1]  # compares the elements, without making them
+    return bool(np.array_equal(_columns(a, n), _columns(b, n)))
 
 
 def _compose(cols: slice | np.ndarray | None, n: int, key) -> slice | np.ndarray:
@@ -166,17 +182,22 @@ class CpgIndex(Index):
     ``cpg`` coordinate only: ``chrom`` and ``pos`` are lazy coordinates beside
     it (see :func:`locus_coords`), so they can be dropped or replaced freely.
     After ``isel`` the index keeps the subset of columns it covers, so
-    selections compose.
+    selections compose.  ``axis_sha256`` names the axis (the manifest's
+    ``cpg_ids_sha256``): indexes over the same axis align without reading labels.
     """
 
-    def __init__(self, axis: CpgAxis, cols: slice | np.ndarray | None = None) -> None:
+    def __init__(self, axis: CpgAxis, cols: slice | np.ndarray | None = None, *, axis_sha256: str | None = None) -> None:
         self.axis = axis
         self.cols = cols
+        self.axis_sha256 = axis_sha256
         self._inverse: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def size(self) -> int:
         return LazyCpgArray(self.axis, "pos", self.cols).shape[0]
+
+    def _with(self, cols: slice | np.ndarray | None) -> CpgIndex:
+        return CpgIndex(self.axis, cols, axis_sha256=self.axis_sha256)
 
     # -- xarray's Index interface ----------------------------------------------------------
     @classmethod
@@ -195,7 +216,7 @@ class CpgIndex(Index):
             key = key.values
         if isinstance(key, (int, np.integer)) or (isinstance(key, np.ndarray) and key.ndim == 0):
             return None  # the dimension is dropped
-        return CpgIndex(self.axis, _compose(self.cols, len(self.axis), key))
+        return self._with(_compose(self.cols, len(self.axis), key))
 
     def sel(self, labels: dict[Any, Any], method=None, tolerance=None) -> IndexSelResult:
         if method is not None or tolerance is not None:
@@ -205,24 +226,93 @@ class CpgIndex(Index):
     def equals(self, other: Index, *, exclude=None) -> bool:
         if not isinstance(other, CpgIndex):
             return False
-        if other.axis is not self.axis and (len(other.axis) != len(self.axis) or other.axis.source != self.axis.source
-                                            or other.axis.source is None):
+        if self.size != other.size:
             return False
-        return np.array_equal(_columns(self.cols, len(self.axis)), _columns(other.cols, len(other.axis)))
+        if self.same_axis(other):  # ids are unique on an axis: the same columns are the same labels
+            return _same_columns(self.cols, other.cols, len(self.axis))
+        return bool(np.array_equal(self._ids(), other._ids()))
+
+    def join(self, other: Index, how: str = "inner") -> Index:
+        """The labels of both indexes (``how="outer"``) or of this one found in ``other`` (``"inner"``).
+
+        Labels and their order are those of pandas' ``union`` and ``intersection``
+        (what xarray's default index gives): over the same axis they are found
+        from the columns' ranks among the sorted ids; otherwise (or when xarray
+        hands on the result of an earlier join) through a pandas index.
+        """
+        if isinstance(self, CpgIndex) and isinstance(other, CpgIndex) and self.same_axis(other):
+            ranks = self._ranks(), other._ranks()  # ids sort as their ranks do: pandas on ranks orders as on labels
+            mine, theirs = pd.Index(ranks[0]), pd.Index(ranks[1])
+            joined = mine.union(theirs) if how == "outer" else mine.intersection(theirs)
+            return self._with(np.asarray(self.axis._table("sorted_order")[joined.to_numpy()], dtype=np.int64))
+        labels = [idx.to_pandas_index() for idx in (self, other)]
+        joined = labels[0].union(labels[1]) if how == "outer" else labels[0].intersection(labels[1])
+        return PandasIndex(pd.Index(joined, name=DIM), DIM, coord_dtype=_label_dtype(self, other))
+
+    def reindex_like(self, other: Index, method=None, tolerance=None) -> dict[Hashable, np.ndarray]:
+        """Positions in this index of each label of ``other`` (-1 where absent), as xarray reindexes."""
+        if method is not None or tolerance is not None:
+            raise ValueError("CpgIndex reindexes exact labels only; method= and tolerance= are not supported")
+        if not self._is_unique():
+            raise ValueError(f"cannot reindex or align along dimension {DIM!r} because the index has duplicate "
+                             "values (a selection repeated CpGs)")
+        if isinstance(other, CpgIndex) and self.same_axis(other):
+            cols, found = _columns(other.cols, len(other.axis)), None
+        else:
+            labels = other._ids() if isinstance(other, CpgIndex) else np.asarray(other.to_pandas_index(), dtype=object)
+            cols, found = self.axis.columns_of(labels)
+        pos = self._to_subset(cols)
+        return {DIM: pos if found is None else np.where(found, pos, -1)}
+
+    @classmethod
+    def concat(cls, indexes, dim: Hashable, positions=None) -> Index:
+        """Indexes placed end to end along ``cpg``: columns of one axis, else a pandas index of the labels."""
+        indexes = list(indexes)
+        if indexes and all(isinstance(i, CpgIndex) and i.same_axis(indexes[0]) for i in indexes):
+            first = indexes[0]
+            cols = np.concatenate([_columns(i.cols, len(i.axis)) for i in indexes]).astype(np.int64)
+            if positions is not None:
+                cols = cols[np.argsort(np.concatenate(positions), kind="stable")]
+            return first._with(cols)
+        pandas = [PandasIndex(i.to_pandas_index(), DIM, coord_dtype=_label_dtype(i)) for i in indexes]
+        return PandasIndex.concat(pandas, dim, positions)
+
+    def same_axis(self, other: CpgIndex) -> bool:
+        """Whether both index the columns of one CpG axis (by the manifests' sha256, else by hashing the ids)."""
+        if other.axis is self.axis:
+            return True
+        if len(other.axis) != len(self.axis):
+            return False
+        return (self.axis_sha256 or self.axis.sha256) == (other.axis_sha256 or other.axis.sha256)
 
     def to_pandas_index(self) -> pd.Index:
-        return pd.Index(LazyCpgArray(self.axis, "cpg", self.cols).get_duck_array(), name=DIM)
+        return pd.Index(LazyCpgArray(self.axis, DIM, self.cols).get_duck_array(), name=DIM)
 
     def _copy(self, deep: bool = True, memo=None) -> CpgIndex:
-        return CpgIndex(self.axis, self.cols)  # immutable and memory-mapped: never copy the arrays
+        return self._with(self.cols)  # immutable and memory-mapped: never copy the arrays
 
     def _repr_inline_(self, max_width: int) -> str:
         return f"CpgIndex ({self.size:,} of {len(self.axis):,} CpGs)"
 
     def __repr__(self) -> str:
-        return self._repr_inline_(80)
+        # xarray's error for aligning with another kind of index prints this: say what to do.
+        return (f"{self._repr_inline_(80)}; it aligns with CpgIndexes only, for a pandas index call "
+                "ds.drop_indexes('cpg').set_xindex('cpg')")
 
     # -- look-ups ------------------------------------------------------------------------
+    def _ids(self) -> np.ndarray:
+        """The ids of this subset, as stored (``S``)."""
+        return np.asarray(self.axis.ids[self.cols if self.cols is not None else slice(None)])
+
+    def _ranks(self) -> np.ndarray:
+        """Each column's position among the axis's sorted ids."""
+        return np.searchsorted(self.axis._table("sorted_ids"), self._ids())
+
+    def _is_unique(self) -> bool:
+        if self.cols is None or isinstance(self.cols, slice):
+            return True
+        return len(np.unique(self.cols)) == len(self.cols)
+
     def _to_subset(self, cols: np.ndarray) -> np.ndarray:
         """Positions within this index's subset of axis columns ``cols`` (-1 where absent)."""
         n = len(self.axis)
@@ -279,9 +369,18 @@ class CpgIndex(Index):
         return np.sort(pos[pos >= 0])
 
 
+def _label_dtype(*indexes: Index) -> np.dtype:
+    """The dtype of the labels of ``indexes`` together (a CpgIndex's, or a pandas index's coordinate dtype)."""
+    dtypes = [LazyCpgArray(i.axis, DIM, None).dtype if isinstance(i, CpgIndex) else np.dtype(i.coord_dtype)
+              for i in indexes]
+    try:
+        return np.result_type(*dtypes)
+    except TypeError:  # labels of unrelated kinds
+        return np.dtype(object)
+
+
 def locus_coords(axis: CpgAxis) -> dict[str, xr.Variable]:
     """``chrom`` and ``pos`` on the cpg dimension, lazy (read only where indexed)."""
     if not axis.has_loci:
         return {}
-    return {name: xr.Variable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None)))
-            for name in ("chrom", "pos")}
+    return {name: xr.Variable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None))) for name in ("chrom", "pos")}
