@@ -274,6 +274,16 @@ def test_pandas_indexed_cpgs_need_a_pandas_index_and_the_error_says_how(two_stor
         assert_like(attempt(a.drop_indexes("cpg").set_xindex("cpg")), attempt(twin["a"]))
 
 
+def test_concat_of_an_opened_dataset_and_an_ensure_result(warehouse, truth, tmp_path):
+    store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse)
+    ds = xr.open_dataset(store.storage.root, engine="methylzarr")
+    first = ds.methyl.ensure(["S0004", "S0001"], progress=False)
+    opened_again = xr.open_dataset(store.storage.root, engine="methylzarr").sel(sample=["S0001"])
+    both = xr.concat([opened_again, first.methyl.ensure(["S0003"], progress=False)], "sample", join="exact")
+    np.testing.assert_array_equal(both.beta.values, truth.beta.loc[["S0001", "S0003"]].to_numpy())
+    assert list(both.sex.values) == list(truth.samples.loc[["S0001", "S0003"], "sex"])
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_join_and_reindex_like_give_what_pandas_gives_for_the_labels(data):
@@ -298,3 +308,70 @@ def test_join_and_reindex_like_give_what_pandas_gives_for_the_labels(data):
         assert list(joined.to_pandas_index()) == list(expected)
     positions = mine.reindex_like(theirs)["cpg"]
     np.testing.assert_array_equal(positions, labels[id(mine)].get_indexer(labels[id(theirs)]))
+
+
+# -- sample metadata: typed, in memory, the same however the Dataset was made ---------------------------------
+METADATA = {
+    "M0_0": {"age": 41, "weight": 61.5, "sex": "F", "smoker": True, "site": "A", "visit": "2024-01-02", "flag": True},
+    "M0_1": {"age": 57, "weight": None, "sex": "M", "smoker": False, "site": 3, "flag": None},
+    "M1_0": {"age": 33, "weight": 70, "sex": "F", "smoker": True, "site": "B", "visit": "2024-03-04", "flag": False},
+}
+METADATA_DTYPES = {"batch_id": object, "age": np.int64, "weight": np.float64, "sex": object, "smoker": bool,
+                   "site": object, "visit": object, "flag": object}
+
+
+@pytest.fixture(scope="module")
+def with_metadata(tmp_path_factory):
+    path = tmp_path_factory.mktemp("metadata") / "s.methyl.zarr"
+    store = MethylStore.create(path, cpg_ids=cpg_table(), layout=LAYOUTS["plain"])
+    rng = np.random.default_rng(5)
+    beta = rng.random((3, N_CPGS), dtype=np.float32)
+    coverage = rng.integers(1, 40_000, beta.shape).astype(np.uint16)
+    store.append("M0", ["M0_0", "M0_1"], beta[:2], coverage[:2], metadata=METADATA)
+    store.append("M1", ["M1_0"], beta[2:], coverage[2:], metadata=METADATA)
+    return path, beta, coverage
+
+
+def made_every_way(path):
+    """The store's samples M1_0, M0_0 as each route to a Dataset gives them."""
+    ds = xr.open_dataset(path, engine="methylzarr")
+    yield "open_dataset", ds.sel(sample=["M1_0", "M0_0"])
+    for chunks in ({}, "auto", {"sample": 1}):
+        yield f"open_dataset(chunks={chunks!r})", xr.open_dataset(path, engine="methylzarr", chunks=chunks).sel(
+            sample=["M1_0", "M0_0"])
+    yield "ensure()", ds.methyl.ensure(["M1_0", "M0_0"], progress=False)
+    yield "ensure(chunks=)", ds.methyl.ensure(["M1_0", "M0_0"], progress=False, chunks={"sample": 1, "cpg": 30})
+
+
+def test_metadata_coordinates_are_typed_numpy_and_the_same_every_way(with_metadata):
+    path, beta, _ = with_metadata
+    first = None
+    for how, ds in made_every_way(path):
+        for name, dtype in METADATA_DTYPES.items():
+            coord = ds[name]
+            assert coord.dtype == np.dtype(dtype), (how, name, coord.dtype)
+            assert isinstance(coord.data, np.ndarray) and coord.chunks is None, (how, name, type(coord.data))
+        assert list(ds.age.values) == [33, 41] and list(ds.sex.values) == ["F", "F"]
+        assert list(ds.site.values) == ["B", "A"] and list(ds.smoker.values) == [True, True]
+        for name in ("cpg", "chrom", "pos"):  # the axis's coordinates stay lazy numpy too, never dask
+            assert ds[name].chunks is None, (how, name)
+        assert ds.isel(cpg=2).cpg.item() == cpg_table()["cpg_id"][2].as_py() and ds.isel(cpg=2).pos.item() == 114
+        np.testing.assert_array_equal(ds.beta.values, beta[[2, 0]])
+        if first is None:
+            first = ds
+        else:
+            xr.testing.assert_identical(ds.coords.to_dataset().load(), first.coords.to_dataset().load())
+    whole = xr.open_dataset(path, engine="methylzarr")
+    assert np.isnan(whole.weight.values[1]) and whole.visit.values[1] == "" and whole.flag.values[1] is None
+
+
+@pytest.mark.parametrize("chunks", [None, {}, "auto"])
+def test_groupby_a_metadata_coordinate(with_metadata, chunks):
+    path, beta, _ = with_metadata
+    ds = xr.open_dataset(path, engine="methylzarr", chunks=chunks)
+    means = ds.beta.groupby("sex").mean()
+    assert list(means.sex.values) == ["F", "M"]
+    np.testing.assert_allclose(means.sel(sex="F").values, beta[[0, 2]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(means.sel(sex="M").values, beta[1], rtol=1e-6)
+    per_site = ds.methyl.ensure(["M0_0", "M0_1", "M1_0"], progress=False).coverage.groupby("smoker").sum()
+    assert per_site.sizes["smoker"] == 2

@@ -17,7 +17,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from xr_methyl.bycpg import by_cpg_cheaper, read_by_cpg
-from xr_methyl.cpg_index import CpgIndex, LazilyIndexed, locus_coords, plain_slices
+from xr_methyl.cpg_index import CpgIndex, LazilyIndexed, UnchunkedVariable, locus_coords, plain_slices
 from xr_methyl.rowread import read_rows
 
 STORE_ATTR = "methylzarr_store"
@@ -188,8 +188,8 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
 
     coords: dict[str, Any] = {"sample": ("sample", sample_ids), **locus_coords(store.cpg_axis)}
     samples = [commit.samples.get(s, {}) for s in commit.sample_ids]
-    for column in _metadata_columns(samples):
-        coords[column] = ("sample", _column(samples, column))
+    for column in _metadata_columns(samples):  # small: kept in memory, never dask (see UnchunkedVariable)
+        coords[column] = UnchunkedVariable(("sample",), _column(samples, column))
     for name in drop:
         coords.pop(name, None)
 
@@ -208,12 +208,21 @@ def _metadata_columns(samples: list[dict]) -> list[str]:
 
 
 def _column(samples: list[dict], column: str) -> np.ndarray:
+    """One metadata field over the samples, typed as its values are.
+
+    Whole numbers: int64 (float64 with NaN if any is missing); numbers: float64
+    (NaN where missing); true/false: bool (objects with None where missing);
+    anything else: ``str`` objects, "" where missing.
+    """
     values = [meta.get(column) for meta in samples]
     present = [v for v in values if v is not None]
+    complete = len(present) == len(values)
+    if present and all(isinstance(v, bool) for v in present):
+        return np.array(values, dtype=bool if complete else object)
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if complete and all(isinstance(v, int) and -(2**63) <= v < 2**63 for v in present):
+            return np.array(values, dtype=np.int64)
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
-        return np.array(values, dtype=bool)
     return np.array(["" if v is None else str(v) for v in values], dtype=object)
 
 

@@ -6,7 +6,7 @@ build (a pandas Index), and more at the first ``.sel`` (its hash table).
 look-up tables (:class:`~xr_methyl.cpg_axis.CpgAxis`): labels by binary search
 over the sorted ids, regions by binary search over sorted locus keys.  Its
 coordinates ``cpg``, ``chrom`` and ``pos`` are lazy: only the elements shown or
-asked for are read.
+asked for are read, and never turned into dask (:class:`UnchunkedVariable`).
 
 Two indexes over the same axis (the same sha256 of the ids, as the manifest
 records it) align by column arithmetic, as pandas indexes of their labels would
@@ -110,6 +110,33 @@ class LazilyIndexed(indexing.LazilyIndexedArray):
         return super()._updated_key(plain_slices(new_key, self.shape))
 
 
+class UnchunkedVariable(xr.Variable):
+    """A coordinate that xarray keeps out of dask: numpy in memory, or read on demand from memory-mapped tables.
+
+    ``open_dataset(chunks=...)`` and ``Dataset.chunk`` turn every other
+    variable into dask; sample metadata is small and the CpG axis's
+    coordinates cost nothing until read, so neither gains from dask, and an
+    index coordinate in dask cannot even give ``.item()``.  dask also cannot
+    size (``chunks="auto"``) arrays of Python strings: in-memory data says so
+    through ``_in_memory``, which is what ``open_dataset`` checks before sizing.
+    """
+
+    __slots__ = ()
+
+    @property
+    def _in_memory(self) -> bool:
+        data = self._data
+        while isinstance(data, (indexing.CopyOnWriteArray, indexing.MemoryCachedArray)):
+            data = data.array  # the layers open_dataset puts around every variable
+        return isinstance(data, (np.ndarray, indexing.NumpyIndexingAdapter))
+
+    def chunk(self, *args, **kwargs) -> UnchunkedVariable:
+        return self.copy(deep=False)
+
+    def to_base_variable(self) -> UnchunkedVariable:
+        return self.copy(deep=False)  # already a plain variable: keep the rule when a Dataset is built of it
+
+
 class LazyCpgArray(indexing.ExplicitlyIndexedNDArrayMixin):
     """One coordinate of the CpG axis (``cpg``, ``chrom`` or ``pos``) for a subset of columns, read on demand."""
 
@@ -206,7 +233,7 @@ class CpgIndex(Index):
 
     def create_variables(self, variables: Mapping[Any, xr.Variable] | None = None) -> dict[Hashable, xr.Variable]:
         attrs = variables[DIM].attrs if variables and DIM in variables else None
-        return {DIM: xr.Variable((DIM,), LazyCpgArray(self.axis, DIM, self.cols), attrs=attrs)}
+        return {DIM: UnchunkedVariable((DIM,), LazyCpgArray(self.axis, DIM, self.cols), attrs=attrs)}
 
     def isel(self, indexers: Mapping[Any, Any]) -> CpgIndex | None:
         key = indexers[DIM]
@@ -383,4 +410,5 @@ def locus_coords(axis: CpgAxis) -> dict[str, xr.Variable]:
     """``chrom`` and ``pos`` on the cpg dimension, lazy (read only where indexed)."""
     if not axis.has_loci:
         return {}
-    return {name: xr.Variable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None))) for name in ("chrom", "pos")}
+    return {name: UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None)))
+            for name in ("chrom", "pos")}
