@@ -375,3 +375,34 @@ def test_groupby_a_metadata_coordinate(with_metadata, chunks):
     np.testing.assert_allclose(means.sel(sex="M").values, beta[1], rtol=1e-6)
     per_site = ds.methyl.ensure(["M0_0", "M0_1", "M1_0"], progress=False).coverage.groupby("smoker").sum()
     assert per_site.sizes["smoker"] == 2
+
+
+# -- writing a selection: Zarr v3 and netCDF4 without warnings, every label and dtype back ------------------
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("chunks", [None, {}])
+def test_to_zarr_of_a_selection_writes_cleanly_and_round_trips(with_metadata, tmp_path, chunks):
+    path, beta, coverage = with_metadata
+    ds = xr.open_dataset(path, engine="methylzarr", chunks=chunks)
+    picked = ds.isel(sample=[2, 0], cpg=[60, 3, 41])
+    # consolidated=False: xarray's default consolidated metadata warns for any Dataset under Zarr v3
+    picked.to_zarr(tmp_path / "out.zarr", consolidated=False)
+    back = xr.open_zarr(tmp_path / "out.zarr", consolidated=False)
+    ids = np.array(cpg_table()["cpg_id"].to_pylist())
+    assert list(back.cpg.values) == list(ids[[60, 3, 41]]) and list(back.chrom.values) == ["chr2", "chr1", "chr2"]
+    assert list(back.sample.values) == ["M1_0", "M0_0"] and list(back.sex.values) == ["F", "F"]
+    assert back.coverage.dtype == np.uint16 and back.age.dtype == np.int64
+    np.testing.assert_array_equal(back.beta.values, beta[[2, 0]][:, [60, 3, 41]])
+    np.testing.assert_array_equal(back.coverage.values, coverage[[2, 0]][:, [60, 3, 41]])
+
+
+def test_to_netcdf_with_h5netcdf_keeps_uint16_coverage(with_metadata, tmp_path):
+    path, beta, coverage = with_metadata
+    picked = xr.open_dataset(path, engine="methylzarr").isel(cpg=slice(10, 40))
+    assert (coverage[:, 10:40] > 32767).any()  # beyond int16
+    picked.to_netcdf(tmp_path / "out.nc", engine="h5netcdf")
+    back = xr.open_dataset(tmp_path / "out.nc", engine="h5netcdf")
+    assert back.coverage.dtype == np.uint16
+    np.testing.assert_array_equal(back.coverage.values, coverage[:, 10:40])
+    np.testing.assert_array_equal(back.beta.values, beta[:, 10:40])
+    assert list(back.cpg.values) == cpg_table()["cpg_id"].to_pylist()[10:40]
+    assert list(back.sex.values) == ["F", "M", "F"] and back.age.dtype == np.int64

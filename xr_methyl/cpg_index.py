@@ -7,6 +7,9 @@ look-up tables (:class:`~xr_methyl.cpg_axis.CpgAxis`): labels by binary search
 over the sorted ids, regions by binary search over sorted locus keys.  Its
 coordinates ``cpg``, ``chrom`` and ``pos`` are lazy: only the elements shown or
 asked for are read, and never turned into dask (:class:`UnchunkedVariable`).
+In memory the labels are fixed-width unicode (dask can size those, for
+``chunks="auto"``); their encoding writes them as variable-length strings,
+which Zarr v3 specifies (its fixed-width unicode type is unstable) and netCDF4 has.
 
 Two indexes over the same axis (the same sha256 of the ids, as the manifest
 records it) align by column arithmetic, as pandas indexes of their labels would
@@ -137,6 +140,10 @@ class UnchunkedVariable(xr.Variable):
         return self.copy(deep=False)  # already a plain variable: keep the rule when a Dataset is built of it
 
 
+#: Encoding of the text coordinates of the axis: variable-length strings when written (Zarr v3, netCDF).
+TEXT_ENCODING = {"dtype": np.dtype(object)}
+
+
 class LazyCpgArray(indexing.ExplicitlyIndexedNDArrayMixin):
     """One coordinate of the CpG axis (``cpg``, ``chrom`` or ``pos``) for a subset of columns, read on demand."""
 
@@ -232,8 +239,10 @@ class CpgIndex(Index):
         raise TypeError("CpgIndex is built by the methylzarr backend; open the store with engine='methylzarr'")
 
     def create_variables(self, variables: Mapping[Any, xr.Variable] | None = None) -> dict[Hashable, xr.Variable]:
-        attrs = variables[DIM].attrs if variables and DIM in variables else None
-        return {DIM: UnchunkedVariable((DIM,), LazyCpgArray(self.axis, DIM, self.cols), attrs=attrs)}
+        old = variables.get(DIM) if variables else None
+        encoding = {**TEXT_ENCODING, **old.encoding} if old is not None else dict(TEXT_ENCODING)
+        return {DIM: UnchunkedVariable((DIM,), LazyCpgArray(self.axis, DIM, self.cols),
+                                       attrs=old.attrs if old is not None else None, encoding=encoding)}
 
     def isel(self, indexers: Mapping[Any, Any]) -> CpgIndex | None:
         key = indexers[DIM]
@@ -410,5 +419,6 @@ def locus_coords(axis: CpgAxis) -> dict[str, xr.Variable]:
     """``chrom`` and ``pos`` on the cpg dimension, lazy (read only where indexed)."""
     if not axis.has_loci:
         return {}
-    return {name: UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, name, None)))
-            for name in ("chrom", "pos")}
+    return {"chrom": UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, "chrom", None)),
+                                       encoding=dict(TEXT_ENCODING)),
+            "pos": UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, "pos", None)))}
