@@ -97,6 +97,7 @@ def indexer(size):
     return st.one_of(
         ints,
         st.builds(slice, bounds, bounds, st.sampled_from([None, 1, 2, 3, -1, -2, -5])),
+        st.lists(ints, max_size=8),  # a plain list: xarray makes an empty one float64
         st.lists(ints, max_size=8).map(lambda k: np.array(k, dtype=np.int64)),
         st.lists(st.booleans(), min_size=size, max_size=size).map(np.array),
     )

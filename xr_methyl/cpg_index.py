@@ -78,6 +78,8 @@ def _positions(key, size: int) -> np.ndarray:
         if key.shape != (size,):
             raise IndexError(f"boolean index of shape {key.shape} does not match {size} elements")
         return np.flatnonzero(key)
+    if key.size == 0:  # xarray makes an empty list float64
+        return np.zeros(key.shape, dtype=np.int64)
     if key.dtype.kind not in "iu":
         raise IndexError(f"cpg positions must be integers, not {key.dtype}")
     key = key.astype(np.int64, copy=False)
