@@ -232,6 +232,11 @@ def test_an_index_over_another_axis_aligns_through_a_pandas_index(two_stores):
         for got, want in zip(xr.align(a.isel(cpg=[80, 2, 60]), c, join=join),
                              xr.align(twin["a"].isel(cpg=[80, 2, 60]), twin["c"], join=join)):
             assert_like(got, want)
+    b = open_["b"]()  # three at once: the join of two indexes of one axis meets a pandas index
+    for got, want in zip(xr.align(a.isel(cpg=[80, 2]), c.isel(cpg=[0, 40]), b.isel(cpg=[5, 85]), join="outer"),
+                         xr.align(twin["a"].isel(cpg=[80, 2]), twin["c"].isel(cpg=[0, 40]),
+                                  twin["b"].isel(cpg=[5, 85]), join="outer")):
+        assert_like(got, want)
     ends = xr.concat([a.isel(cpg=slice(0, 3)), c.isel(cpg=slice(-2, None))], "cpg", join="outer",
                      coords="different", compat="equals")
     assert_like(ends, xr.concat([twin["a"].isel(cpg=slice(0, 3)), twin["c"].isel(cpg=slice(-2, None))], "cpg",

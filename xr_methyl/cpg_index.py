@@ -344,7 +344,7 @@ class CpgIndex(Index):
 
     def _ranks(self) -> np.ndarray:
         """Each column's position among the axis's sorted ids."""
-        return np.searchsorted(self.axis._table("sorted_ids"), self._ids())
+        return self.axis.ranks(_columns(self.cols, len(self.axis)))
 
     def _is_unique(self) -> bool:
         if self.cols is None or isinstance(self.cols, slice):
