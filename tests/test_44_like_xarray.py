@@ -61,8 +61,9 @@ def assert_like(ours, twin):
     """Identical values, labels, coordinates and names, once our CpG index is a pandas one like the twin's."""
     from xr_methyl.cpg_index import CpgIndex
 
-    if isinstance(ours.xindexes.get("cpg"), CpgIndex):
-        ours = ours.drop_indexes("cpg").set_xindex("cpg")
+    for name, index in ours.xindexes.items():
+        if isinstance(index, CpgIndex):
+            ours = ours.drop_indexes(name).set_xindex(name)
     ours = ours.copy()
     for name in ("methylzarr_store", "n_cpgs"):  # where the store is: the twin has no store
         ours.attrs.pop(name, None)
@@ -253,6 +254,26 @@ def test_pieces_of_one_axis_concat_along_it_and_keep_the_cpg_index(two_stores):
     assert isinstance(joined.xindexes["cpg"], CpgIndex)
     assert_like(joined, xr.concat([twin["a"].isel(cpg=k) for k in (slice(60, 70), [3, 1], slice(20, 5, -5))], "cpg"))
     np.testing.assert_array_equal(joined.sel(cpg=joined.cpg.values[11]).beta.values, twin["a"].beta.values[:, 1])
+
+
+def test_renamed_and_rolled_cpg_indexes_select_and_align(two_stores):
+    open_, twin, _ = two_stores
+    a, b = open_["a"](), open_["b"]()
+    ids = twin["a"].cpg.values
+    for rename in (lambda ds: ds.rename(cpg="probe"), lambda ds: ds.rename_vars(cpg="cpg_id"),
+                   lambda ds: ds.rename_dims(cpg="probe")):
+        assert_like(rename(a), rename(twin["a"]))
+    assert_like(a.rename(cpg="probe").sel(probe=ids[[40, 2]]), twin["a"].rename(cpg="probe").sel(probe=ids[[40, 2]]))
+    assert_like(a.rename_vars(cpg="cpg_id").sel(cpg_id=ids[7]), twin["a"].rename_vars(cpg="cpg_id").sel(cpg_id=ids[7]))
+    ours = xr.align(a.rename(cpg="probe").isel(probe=[1, 2]), b.rename(cpg="probe").isel(probe=[5, 2]), join="outer")
+    theirs = xr.align(twin["a"].rename(cpg="probe").isel(probe=[1, 2]), twin["b"].rename(cpg="probe").isel(probe=[5, 2]),
+                      join="outer")
+    for got, want in zip(ours, theirs):
+        assert_like(got, want)
+    for shift in (3, -95, 0):
+        assert_like(a.roll(cpg=shift, roll_coords=True), twin["a"].roll(cpg=shift, roll_coords=True))
+        assert_like(a.isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True),
+                    twin["a"].isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True))
 
 
 def test_copies_of_a_store_align_by_their_axis_not_their_path(two_stores, tmp_path):

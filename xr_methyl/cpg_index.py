@@ -220,12 +220,17 @@ class CpgIndex(Index):
     After ``isel`` the index keeps the subset of columns it covers, so
     selections compose.  ``axis_sha256`` names the axis (the manifest's
     ``cpg_ids_sha256``): indexes over the same axis align without reading labels.
+    ``name`` and ``dim`` are the coordinate's and dimension's names (``cpg``
+    until renamed).
     """
 
-    def __init__(self, axis: CpgAxis, cols: slice | np.ndarray | None = None, *, axis_sha256: str | None = None) -> None:
+    def __init__(self, axis: CpgAxis, cols: slice | np.ndarray | None = None, *, axis_sha256: str | None = None,
+                 name: Hashable = DIM, dim: Hashable = DIM) -> None:
         self.axis = axis
         self.cols = cols
         self.axis_sha256 = axis_sha256
+        self.name = name
+        self.dim = dim
         self._inverse: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -233,7 +238,7 @@ class CpgIndex(Index):
         return LazyCpgArray(self.axis, "pos", self.cols).shape[0]
 
     def _with(self, cols: slice | np.ndarray | None) -> CpgIndex:
-        return CpgIndex(self.axis, cols, axis_sha256=self.axis_sha256)
+        return CpgIndex(self.axis, cols, axis_sha256=self.axis_sha256, name=self.name, dim=self.dim)
 
     # -- xarray's Index interface ----------------------------------------------------------
     @classmethod
@@ -241,15 +246,15 @@ class CpgIndex(Index):
         raise TypeError("CpgIndex is built by the methylzarr backend; open the store with engine='methylzarr'")
 
     def create_variables(self, variables: Mapping[Any, xr.Variable] | None = None) -> dict[Hashable, xr.Variable]:
-        old = variables.get(DIM) if variables else None
+        old = variables.get(self.name) if variables else None
         encoding = {**TEXT_ENCODING, **old.encoding} if old is not None else dict(TEXT_ENCODING)
-        return {DIM: UnchunkedVariable((DIM,), LazyCpgArray(self.axis, DIM, self.cols),
-                                       attrs=old.attrs if old is not None else None, encoding=encoding)}
+        return {self.name: UnchunkedVariable((self.dim,), LazyCpgArray(self.axis, "cpg", self.cols),
+                                             attrs=old.attrs if old is not None else None, encoding=encoding)}
 
     def isel(self, indexers: Mapping[Any, Any]) -> CpgIndex | None:
-        key = indexers[DIM]
+        key = indexers[self.dim]
         if isinstance(key, xr.Variable):
-            if key.dims != (DIM,):
+            if key.dims != (self.dim,):
                 return None  # vectorized indexing onto a new dimension: no index there
             key = key.values
         if isinstance(key, (int, np.integer)) or (isinstance(key, np.ndarray) and key.ndim == 0):
@@ -259,10 +264,10 @@ class CpgIndex(Index):
     def sel(self, labels: dict[Any, Any], method=None, tolerance=None) -> IndexSelResult:
         if method is not None or tolerance is not None:
             raise ValueError("CpgIndex selects exact labels only; method= and tolerance= are not supported")
-        return IndexSelResult({DIM: self._positions_of_ids(labels[DIM])})
+        return IndexSelResult({self.dim: self._positions_of_ids(labels[self.name])})
 
     def equals(self, other: Index, *, exclude=None) -> bool:
-        if not isinstance(other, CpgIndex):
+        if not isinstance(other, CpgIndex) or other.dim != self.dim:
             return False
         if self.size != other.size:
             return False
@@ -285,14 +290,14 @@ class CpgIndex(Index):
             return self._with(np.asarray(self.axis._table("sorted_order")[joined.to_numpy()], dtype=np.int64))
         labels = [idx.to_pandas_index() for idx in (self, other)]
         joined = labels[0].union(labels[1]) if how == "outer" else labels[0].intersection(labels[1])
-        return PandasIndex(pd.Index(joined, name=DIM), DIM, coord_dtype=_label_dtype(self, other))
+        return PandasIndex(joined.rename(labels[0].name), self.dim, coord_dtype=_label_dtype(self, other))
 
     def reindex_like(self, other: Index, method=None, tolerance=None) -> dict[Hashable, np.ndarray]:
         """Positions in this index of each label of ``other`` (-1 where absent), as xarray reindexes."""
         if method is not None or tolerance is not None:
             raise ValueError("CpgIndex reindexes exact labels only; method= and tolerance= are not supported")
         if not self._is_unique():
-            raise ValueError(f"cannot reindex or align along dimension {DIM!r} because the index has duplicate "
+            raise ValueError(f"cannot reindex or align along dimension {self.dim!r} because the index has duplicate "
                              "values (a selection repeated CpGs)")
         if isinstance(other, CpgIndex) and self.same_axis(other):
             cols, found = _columns(other.cols, len(other.axis)), None
@@ -300,7 +305,7 @@ class CpgIndex(Index):
             labels = other._ids() if isinstance(other, CpgIndex) else np.asarray(other.to_pandas_index(), dtype=object)
             cols, found = self.axis.columns_of(labels)
         pos = self._to_subset(cols)
-        return {DIM: pos if found is None else np.where(found, pos, -1)}
+        return {self.dim: pos if found is None else np.where(found, pos, -1)}
 
     @classmethod
     def concat(cls, indexes, dim: Hashable, positions=None) -> Index:
@@ -312,7 +317,7 @@ class CpgIndex(Index):
             if positions is not None:
                 cols = cols[np.argsort(np.concatenate(positions), kind="stable")]
             return first._with(cols)
-        pandas = [PandasIndex(i.to_pandas_index(), DIM, coord_dtype=_label_dtype(i)) for i in indexes]
+        pandas = [PandasIndex(i.to_pandas_index(), dim, coord_dtype=_label_dtype(i)) for i in indexes]
         return PandasIndex.concat(pandas, dim, positions)
 
     def same_axis(self, other: CpgIndex) -> bool:
@@ -324,7 +329,16 @@ class CpgIndex(Index):
         return (self.axis_sha256 or self.axis.sha256) == (other.axis_sha256 or other.axis.sha256)
 
     def to_pandas_index(self) -> pd.Index:
-        return pd.Index(LazyCpgArray(self.axis, DIM, self.cols).get_duck_array(), name=DIM)
+        return pd.Index(LazyCpgArray(self.axis, "cpg", self.cols).get_duck_array(), name=self.name)
+
+    def rename(self, name_dict: Mapping[Any, Hashable], dims_dict: Mapping[Any, Hashable]) -> CpgIndex:
+        renamed = self._with(self.cols)
+        renamed.name, renamed.dim = name_dict.get(self.name, self.name), dims_dict.get(self.dim, self.dim)
+        return renamed
+
+    def roll(self, shifts: Mapping[Any, int]) -> CpgIndex:
+        cols = _columns(self.cols, len(self.axis))
+        return self._with(np.roll(cols, shifts[self.dim] % (len(cols) or 1)))
 
     def _copy(self, deep: bool = True, memo=None) -> CpgIndex:
         return self._with(self.cols)  # immutable and memory-mapped: never copy the arrays
@@ -409,7 +423,7 @@ class CpgIndex(Index):
 
 def _label_dtype(*indexes: Index) -> np.dtype:
     """The dtype of the labels of ``indexes`` together (a CpgIndex's, or a pandas index's coordinate dtype)."""
-    dtypes = [LazyCpgArray(i.axis, DIM, None).dtype if isinstance(i, CpgIndex) else np.dtype(i.coord_dtype)
+    dtypes = [LazyCpgArray(i.axis, "cpg", None).dtype if isinstance(i, CpgIndex) else np.dtype(i.coord_dtype)
               for i in indexes]
     try:
         return np.result_type(*dtypes)
