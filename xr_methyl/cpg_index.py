@@ -349,7 +349,7 @@ class CpgIndex(Index):
     def __repr__(self) -> str:
         # xarray's error for aligning with another kind of index prints this: say what to do.
         return (f"{self._repr_inline_(80)}; it aligns with CpgIndexes only, for a pandas index call "
-                "ds.drop_indexes('cpg').set_xindex('cpg')")
+                f"ds.drop_indexes({self.name!r}).set_xindex({self.name!r})")
 
     # -- look-ups ------------------------------------------------------------------------
     def _ids(self) -> np.ndarray:
