@@ -276,6 +276,23 @@ def test_renamed_and_rolled_cpg_indexes_select_and_align(two_stores):
                     twin["a"].isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True))
 
 
+def test_labels_of_a_selection_with_repeated_cpgs_select_as_pandas_does(two_stores):
+    open_, twin, _ = two_stores
+    a, ids = open_["a"](), twin["a"].cpg.values
+    selections = [lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[0]), lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[1]),
+                  lambda ds: ds.isel(cpg=[0, 0, 1]).sel(cpg=slice(None, ids[0])),
+                  lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[ids[0]]), lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[]),
+                  lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=slice(None, ids[0]))]
+    for select in selections:
+        try:
+            expected = select(twin["a"])
+        except Exception as err:  # pandas refuses lists and some slices on repeated labels
+            with pytest.raises(type(err)):
+                select(a)
+            continue
+        assert_like(select(a), expected)
+
+
 def test_copies_of_a_store_align_by_their_axis_not_their_path(two_stores, tmp_path):
     import shutil
 

@@ -264,6 +264,8 @@ class CpgIndex(Index):
     def sel(self, labels: dict[Any, Any], method=None, tolerance=None) -> IndexSelResult:
         if method is not None or tolerance is not None:
             raise ValueError("CpgIndex selects exact labels only; method= and tolerance= are not supported")
+        if not self._is_unique():  # a selection repeated CpGs: pandas' rules for repeated labels (a small subset)
+            return PandasIndex(self.to_pandas_index(), self.dim, coord_dtype=_label_dtype(self)).sel(labels)
         return IndexSelResult({self.dim: self._positions_of_ids(labels[self.name])})
 
     def equals(self, other: Index, *, exclude=None) -> bool:
@@ -360,10 +362,18 @@ class CpgIndex(Index):
         """Each column's position among the axis's sorted ids."""
         return self.axis.ranks(_columns(self.cols, len(self.axis)))
 
+    def _sorted_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """This subset's columns sorted, and the order that sorts them (array subsets only; computed once)."""
+        if self._inverse is None:
+            order = np.argsort(self.cols, kind="stable")
+            self._inverse = (self.cols[order], order)
+        return self._inverse
+
     def _is_unique(self) -> bool:
         if self.cols is None or isinstance(self.cols, slice):
             return True
-        return len(np.unique(self.cols)) == len(self.cols)
+        sorted_cols, _ = self._sorted_cols()
+        return not bool(np.any(sorted_cols[1:] == sorted_cols[:-1]))
 
     def _to_subset(self, cols: np.ndarray) -> np.ndarray:
         """Positions within this index's subset of axis columns ``cols`` (-1 where absent)."""
@@ -376,10 +386,7 @@ class CpgIndex(Index):
             pos = offset // step
             ok = (offset % step == 0) & (pos >= 0) & (pos < len(range(start, stop, step)))
             return np.where(ok, pos, -1)
-        if self._inverse is None:
-            order = np.argsort(self.cols, kind="stable")
-            self._inverse = (self.cols[order], order)
-        sorted_cols, order = self._inverse
+        sorted_cols, order = self._sorted_cols()
         where = np.searchsorted(sorted_cols, cols).clip(0, max(len(sorted_cols) - 1, 0))
         hit = (sorted_cols[where] == cols) if len(sorted_cols) else np.zeros(cols.shape, bool)
         return np.where(hit, order[where] if len(order) else -1, -1)
