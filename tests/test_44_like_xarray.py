@@ -450,3 +450,32 @@ def test_to_netcdf_with_h5netcdf_keeps_uint16_coverage(with_metadata, tmp_path):
     np.testing.assert_array_equal(back.beta.values, beta[:, 10:40])
     assert list(back.cpg.values) == cpg_table()["cpg_id"].to_pylist()[10:40]
     assert list(back.sex.values) == ["F", "M", "F"] and back.age.dtype == np.int64
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), sorted_axis=st.booleans())
+def test_label_slices_select_what_pandas_slice_indexer_gives(data, sorted_axis):
+    """Bounds on or off the axis, any step, subsets in, against or out of id order: pandas' positions or its error."""
+    from xr_methyl.cpg_axis import CpgAxis
+    from xr_methyl.cpg_index import CpgIndex
+
+    n = 24
+    ids = np.array([f"c{(i * 37) % 100:02d}" for i in range(n)])
+    if sorted_axis:
+        ids = np.sort(ids)
+    index = CpgIndex(CpgAxis.from_ids(pa.array(ids)))
+    subset = data.draw(st.one_of(
+        st.builds(slice, st.integers(-n, n) | st.none(), st.integers(-n, n) | st.none(), st.sampled_from([None, 1, 3, -1, -2])),
+        st.lists(st.integers(0, n - 1), unique=True, max_size=10).map(lambda k: np.array(k, dtype=np.int64))))
+    labels = pd.Index(ids[subset])
+    bound = st.none() | st.sampled_from(list(ids)) | st.sampled_from(["a", "c", "c05", "c5", "c50x", "d", "café"])
+    wanted = slice(data.draw(bound), data.draw(bound), data.draw(st.sampled_from([None, 1, 2, -1, -3])))
+    picked = index.isel({"cpg": subset})
+    try:
+        expected = labels.slice_indexer(wanted.start, wanted.stop, wanted.step)
+    except KeyError:
+        with pytest.raises(KeyError):
+            picked.sel({"cpg": wanted})
+        return
+    got = picked.sel({"cpg": wanted}).dim_indexers["cpg"]
+    assert list(labels[got]) == list(labels[expected])

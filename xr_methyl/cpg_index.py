@@ -391,13 +391,41 @@ class CpgIndex(Index):
         hit = (sorted_cols[where] == cols) if len(sorted_cols) else np.zeros(cols.shape, bool)
         return np.where(hit, order[where] if len(order) else -1, -1)
 
+    def _label_slice(self, value: slice) -> slice:
+        """Positions of a slice of labels, by pandas' rules (``Index.slice_indexer``), step included."""
+        forward = value.step is None or value.step >= 0
+        first, last = (value.start, value.stop) if forward else (value.stop, value.start)
+        lo = 0 if first is None else self._slice_bound(first, "left")
+        hi = self.size if last is None else self._slice_bound(last, "right")
+        if not forward:  # the bounds were swapped: swap them back, one place earlier
+            hi, lo = lo - 1, hi - 1
+            hi, lo = (hi - self.size if hi == -1 else hi), (lo - self.size if lo == -1 else lo)
+        return slice(lo, hi, value.step)
+
+    def _slice_bound(self, label, side: str) -> int:
+        """Where a slice bound falls: at the label, else (labels in sorted order only) where it would sort."""
+        if isinstance(label, (xr.DataArray, xr.Variable, np.ndarray)):
+            label = np.asarray(label).item()
+        cols, found = self.axis.columns_of(np.array([label]))
+        pos = int(self._to_subset(cols)[0]) if found[0] else -1
+        if pos >= 0:
+            return pos + 1 if side == "right" else pos
+        ranks = self._ranks()
+        increasing, decreasing = bool(np.all(ranks[1:] > ranks[:-1])), bool(np.all(ranks[1:] < ranks[:-1]))
+        if not (increasing or decreasing):
+            raise KeyError(f"CpG id {label!r} is not on this Dataset's cpg axis, and the axis is not in id order: "
+                           "a label slice needs ids that are on it")
+        key = str(label).encode()  # UTF-8 bytes sort as the strings do
+        sorted_ids = self.axis._table("sorted_ids")
+        below = int(np.searchsorted(sorted_ids, key, side="left"))  # axis ids < label
+        up_to = int(np.searchsorted(sorted_ids, key, side="right"))  # axis ids <= label
+        if increasing:
+            return int(np.searchsorted(ranks, below if side == "left" else up_to))
+        return len(ranks) - int(np.searchsorted(ranks[::-1], up_to if side == "left" else below))
+
     def _positions_of_ids(self, value):
         if isinstance(value, slice):
-            if value.step is not None:
-                raise ValueError("a cpg label slice takes no step")
-            lo = 0 if value.start is None else int(self._positions_of_ids(value.start))
-            hi = self.size if value.stop is None else int(self._positions_of_ids(value.stop)) + 1
-            return slice(lo, hi)
+            return self._label_slice(value)
         dims = None
         if isinstance(value, (xr.DataArray, xr.Variable)):
             dims, value = value.dims, value.values
