@@ -212,7 +212,8 @@ def _column(samples: list[dict], column: str) -> np.ndarray:
 
     Whole numbers: int64 (float64 with NaN if any is missing); numbers: float64
     (NaN where missing); true/false: bool (objects with None where missing);
-    anything else: ``str`` objects, "" where missing.
+    anything else: ``str`` objects, NaN where missing (as pandas has them: ``isnull``
+    finds them, ``groupby`` leaves them out, writers store "").
     """
     values = [meta.get(column) for meta in samples]
     present = [v for v in values if v is not None]
@@ -223,7 +224,7 @@ def _column(samples: list[dict], column: str) -> np.ndarray:
         if complete and all(isinstance(v, int) and -(2**63) <= v < 2**63 for v in present):
             return np.array(values, dtype=np.int64)
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    return np.array([np.nan if v is None else str(v) for v in values], dtype=object)
 
 
 def _looks_like_store(path: str | os.PathLike) -> bool:
