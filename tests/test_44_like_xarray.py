@@ -411,6 +411,17 @@ def test_metadata_coordinates_are_typed_numpy_and_the_same_every_way(with_metada
     assert list(whole.groupby("visit").groups) == ["2024-01-02", "2024-03-04"]
 
 
+def test_masks_from_the_cpg_coordinates_select_under_any_chunking(with_metadata):
+    path, beta, _ = with_metadata
+    table = cpg_table()
+    on_chr2 = np.array(table["chrom"].to_pylist()) == "chr2"
+    far = table["pos"].to_numpy() > 500
+    for how, ds in made_every_way(path):
+        np.testing.assert_array_equal(ds.where(ds.chrom == "chr2", drop=True).beta.values, beta[[2, 0]][:, on_chr2])
+        np.testing.assert_array_equal(ds.isel(cpg=ds.pos > 500).beta.values, beta[[2, 0]][:, far], err_msg=how)
+        np.testing.assert_array_equal(ds.sel(cpg=ds.cpg.str.endswith("7")).pos.values % 10, 7)
+
+
 @pytest.mark.parametrize("chunks", [None, {}, "auto"])
 def test_groupby_a_metadata_coordinate(with_metadata, chunks):
     path, beta, _ = with_metadata
