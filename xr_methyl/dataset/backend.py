@@ -19,7 +19,7 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from xr_methyl.dataset.cpg_index import CpgIndex, locus_coords
+from xr_methyl.dataset.cpg_index import CpgIndex, LazilyIndexed, UnchunkedVariable, locus_coords, plain_slices
 from xr_methyl.zarrio.bycpg import by_cpg_cheaper, read_by_cpg
 from xr_methyl.zarrio.rowread import read_rows
 
@@ -76,6 +76,8 @@ class StoreArray(BackendArray):
         return state
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        if not isinstance(key, indexing.VectorizedIndexer):
+            key = plain_slices(key, self.shape)
         sample_key, cpg_key = key.tuple
         if (isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray)
                 and sample_key.dtype.kind in "iu"):
@@ -103,15 +105,24 @@ class StoreArray(BackendArray):
             ) from err
 
     def _read_rows(self, key: tuple) -> np.ndarray:
+        """``values[sample_key, cpg_key]`` for an outer key as xarray decomposes it.
+
+        Each of the two keys is an integer (that dimension is dropped), a slice
+        with a positive step, or a non-decreasing array of positions; the reads
+        below take lists of rows and columns, so integers become one-element
+        lists and are squeezed out of the result.
+        """
         sample_key, cpg_key = key
-        rows = self.rows[sample_key]
-        if np.ndim(rows) == 0:
-            return self.array.get_orthogonal_selection((int(rows), cpg_key))
-        rows = np.asarray(rows)
+        drop = tuple(i for i, k in enumerate(key) if isinstance(k, (int, np.integer)))
+        rows = np.atleast_1d(self.rows[sample_key])
+        if isinstance(cpg_key, (int, np.integer)):
+            cpg_key = np.array([range(self.shape[1])[cpg_key]], dtype=np.int64)  # negative counted from the end
         if (self.by_cpg is not None and isinstance(cpg_key, np.ndarray)
                 and self.by_cpg.cheaper(rows, cpg_key, self.shape[1])):
-            return self.by_cpg.read(self.storage, rows, cpg_key)
-        return read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
+            values = self.by_cpg.read(self.storage, rows, cpg_key)
+        else:
+            values = read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
+        return values.squeeze(axis=drop) if drop else values
 
 
 class ByCpg:
@@ -174,22 +185,23 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
             continue
         array = StoreArray(store.array(name), rows, store.layout.chunk_rows, storage=store.storage,
                            key=f"{name}.zarr", by_cpg=by_cpg if name == "beta" else None)
-        lazy = indexing.LazilyIndexedArray(array)
+        lazy = LazilyIndexed(array)
         var = xr.Variable(("sample", "cpg"), lazy)
         var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}
         data_vars[name] = var
 
     coords: dict[str, Any] = {"sample": ("sample", sample_ids), **locus_coords(store.cpg_axis)}
     samples = [commit.samples.get(s, {}) for s in commit.sample_ids]
-    for column in _metadata_columns(samples):
-        coords[column] = ("sample", _column(samples, column))
+    for column in _metadata_columns(samples):  # small: kept in memory, never dask (see UnchunkedVariable)
+        coords[column] = UnchunkedVariable(("sample",), _column(samples, column))
     for name in drop:
         coords.pop(name, None)
 
     attrs = {STORE_ATTR: store.storage.uri, "n_cpgs": store.n_cpgs}
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     # cpg: lazy, behind an index that never hashes the ids (see cpg_index).
-    return ds.assign_coords(xr.Coordinates.from_xindex(CpgIndex(store.cpg_axis)))
+    index = CpgIndex(store.cpg_axis, axis_sha256=store.manifest.cpg_ids_sha256)
+    return ds.assign_coords(xr.Coordinates.from_xindex(index))
 
 
 def _metadata_columns(samples: list[dict]) -> list[str]:
@@ -200,13 +212,23 @@ def _metadata_columns(samples: list[dict]) -> list[str]:
 
 
 def _column(samples: list[dict], column: str) -> np.ndarray:
+    """One metadata field over the samples, typed as its values are.
+
+    Whole numbers: int64 (float64 with NaN if any is missing); numbers: float64
+    (NaN where missing); true/false: bool (objects with None where missing);
+    anything else: ``str`` objects, NaN where missing (as pandas has them: ``isnull``
+    finds them, ``groupby`` leaves them out, writers store "").
+    """
     values = [meta.get(column) for meta in samples]
     present = [v for v in values if v is not None]
+    complete = len(present) == len(values)
+    if present and all(isinstance(v, bool) for v in present):
+        return np.array(values, dtype=bool if complete else object)
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if complete and all(isinstance(v, int) and -(2**63) <= v < 2**63 for v in present):
+            return np.array(values, dtype=np.int64)
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
-        return np.array(values, dtype=bool)
-    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    return np.array([np.nan if v is None else str(v) for v in values], dtype=object)
 
 
 def _looks_like_store(path: str | os.PathLike) -> bool:

@@ -132,6 +132,15 @@ class CpgAxis:
         columns[found] = self._table("sorted_order")[where[found]]
         return columns, found
 
+    def ranks(self, columns: np.ndarray) -> np.ndarray:
+        """Each column's position among the ids in sorted order: ids compare as their ranks do."""
+        columns = np.asarray(columns, dtype=np.int64)
+        if len(columns) * 8 < len(self):  # a few (measured: the two ways cost the same near n/8)
+            return np.searchsorted(self._table("sorted_ids"), self.ids[columns])  # binary search for their ids
+        rank = np.empty(len(self), dtype=np.int64)  # many: one pass over the sorted order
+        rank[self._table("sorted_order")] = np.arange(len(self))
+        return rank[columns]
+
     def region(self, chrom: str, start: int, end: int) -> slice | np.ndarray:
         """Columns of CpGs on ``chrom`` with ``start <= pos < end``, in axis order.
 
