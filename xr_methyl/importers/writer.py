@@ -1,0 +1,158 @@
+"""Writing imported rows into Iceberg: data files first, then one commit per table.
+
+Rows are written as Iceberg data files while the input is still being read
+(a few million rows at a time, so memory does not grow with the input); none
+of them is visible until :func:`replace_files` commits them.  A replacement is
+one Iceberg commit holding one ``overwrite`` snapshot that removes the old
+files (the batch's partition of ``beta``/``coverage``, or a whole small table)
+and adds the new ones: re-running an import replaces, never duplicates.  When
+anything fails before the commit, the written files are deleted and the table
+is as it was.
+
+pyiceberg has no transaction over several tables, so a batch is three commits
+(``beta``, ``coverage``, then ``sample_batch_map``, so that new samples become
+visible only once their values are).  A process killed between them leaves the
+tables at different versions of the batch; running the same import again
+makes them agree.
+
+This is the one module of the importers that talks to pyiceberg.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from xr_methyl.errors import WarehouseError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table as IcebergTable
+
+    from xr_methyl.warehouse import IcebergWarehouse
+
+#: Key of the snapshot summary property recording what an import or axis build wrote.
+SUMMARY_KEY = "xr_methyl.import"
+
+
+def iceberg_table(warehouse: IcebergWarehouse, name: str) -> IcebergTable:
+    """The pyiceberg table ``name`` of the warehouse's namespace (a clear error when it is missing)."""
+    return warehouse._table(name)
+
+
+def plain_schema(table: IcebergTable) -> pa.Schema:
+    """The table's Arrow schema."""
+    return table.schema().as_arrow()
+
+
+def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = None,
+                     write_uuid: uuid.UUID | None = None, counter: itertools.count | None = None) -> list[DataFile]:
+    """Write ``rows`` (cast to the table's schema) as data files of ``table``; nothing is committed."""
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    metadata = metadata if metadata is not None else table.metadata
+    rows = rows.select(metadata.schema().as_arrow().names).cast(metadata.schema().as_arrow())
+    if rows.num_rows == 0:
+        return []
+    return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid,
+                                         counter=counter))
+
+
+def delete_files(table: IcebergTable, files: Sequence[DataFile]) -> None:
+    """Remove data files that were written but never committed (best effort)."""
+    for data_file in files:
+        try:
+            table.io.delete(data_file.file_path)
+        except Exception:  # noqa: BLE001 - an orphan file is harmless; the error that brought us here matters
+            pass
+
+
+def batch_files(table: IcebergTable, batch_id: str) -> list[DataFile]:
+    """The data files of ``batch_id``'s partition; refuses a table not partitioned by identity(batch_id)."""
+    from pyiceberg.expressions import EqualTo
+    from pyiceberg.transforms import IdentityTransform
+
+    spec = table.spec()
+    source = table.schema().find_field("batch_id").field_id
+    if len(spec.fields) != 1 or spec.fields[0].source_id != source or not isinstance(spec.fields[0].transform,
+                                                                                       IdentityTransform):
+        raise WarehouseError(
+            f"table {table.name()} is not partitioned by identity(batch_id) alone (spec: {spec}); an import replaces "
+            "one batch's partition: create the tables with create_tables()"
+        )
+    files = [task.file for task in table.scan(row_filter=EqualTo("batch_id", batch_id)).plan_files()]
+    foreign = [f.file_path for f in files if f.spec_id != spec.spec_id or f.partition[0] != batch_id]
+    if foreign:
+        raise WarehouseError(
+            f"table {table.name()} has data files of batch {batch_id!r} outside its batch_id partition "
+            f"(e.g. {foreign[0]}); rewrite the table partitioned by batch_id before importing into it"
+        )
+    return files
+
+
+def all_files(table: IcebergTable) -> list[DataFile]:
+    """Every live data file of ``table``."""
+    return [task.file for task in table.scan().plan_files()]
+
+
+def replace_files(table: IcebergTable, old: Sequence[DataFile], new: Sequence[DataFile], summary: dict[str, Any],
+                  *, transaction: Any = None) -> int | None:
+    """Commit one ``overwrite`` snapshot removing ``old`` and adding ``new``; return its id (None: nothing to do).
+
+    With ``transaction`` (an open pyiceberg transaction of ``table``), the
+    snapshot joins it and the caller commits.
+    """
+    if not old and not new:
+        return None
+    properties = {SUMMARY_KEY: json.dumps(summary, sort_keys=True)}
+
+    def stage(txn: Any) -> None:
+        with txn.update_snapshot(snapshot_properties=properties).overwrite() as snapshot:
+            for data_file in old:
+                snapshot.delete_data_file(data_file)
+            for data_file in new:
+                snapshot.append_data_file(data_file)
+
+    if transaction is not None:
+        stage(transaction)
+        return None
+    with table.transaction() as txn:
+        stage(txn)
+    return table.current_snapshot().snapshot_id
+
+
+def commit_failed(err: Exception, table: IcebergTable, what: str) -> WarehouseError:
+    """The error to raise when a commit to ``table`` lost to another writer (or failed otherwise)."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    if isinstance(err, CommitFailedException):
+        return WarehouseError(f"another writer changed {table.name()} while {what} ran ({err}); nothing of it was "
+                              "committed to that table: run it again")
+    return WarehouseError(f"committing {what} to {table.name()} failed: {err}")
+
+
+class DataFileSink:
+    """Collects data files written by several threads for one table; :meth:`discard` deletes them all."""
+
+    def __init__(self, table: IcebergTable) -> None:
+        self.table = table
+        self.files: list[DataFile] = []
+        self._lock = threading.Lock()
+        self._uuid = uuid.uuid4()
+        self._counter = itertools.count()
+
+    def write(self, rows: pa.Table) -> None:
+        written = write_data_files(self.table, rows, write_uuid=self._uuid, counter=self._counter)
+        with self._lock:
+            self.files.extend(written)
+
+    def discard(self) -> None:
+        with self._lock:
+            files, self.files = self.files, []
+        delete_files(self.table, files)
