@@ -249,7 +249,7 @@ def ensured(warehouse, store_path: Path, samples: list[str]):
 
     MethylStore.create(store_path, warehouse=warehouse)
     ds = xr.open_dataset(store_path, engine="methylzarr")
-    sub = ds.methyl.ensure(samples)
+    sub = ds.methyl.ensure(samples, progress=False)
     ids = [str(c) for c in sub.cpg.values]
     beta = pd.DataFrame(sub.beta.values, index=samples, columns=ids)
     coverage = pd.DataFrame(sub.coverage.values.astype(np.int64), index=samples, columns=ids)

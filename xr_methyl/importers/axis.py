@@ -133,10 +133,11 @@ def _imported_sites(wh: IcebergWarehouse) -> Iterator[pa.RecordBatch]:
         if bad is not None:
             raise DataError(f"beta holds the CpG id {bad[0]!r}, which does not follow the convention "
                             "'<chrom>:<1-based position>'; build the axis from a FASTA or a manifest instead")
-        reader = con.execute(
-            "SELECT cpg_id, regexp_extract(cpg_id, ?, 1) AS chrom, CAST(regexp_extract(cpg_id, ?, 2) AS BIGINT) AS pos "
-            "FROM ids ORDER BY chrom, pos", [pattern, pattern]
-        ).fetch_record_batch(1 << 20)
+        literal = "'" + pattern.replace("'", "''") + "'"  # our own constant, not input
+        reader = con.sql(
+            f"SELECT cpg_id, regexp_extract(cpg_id, {literal}, 1) AS chrom, "
+            f"CAST(regexp_extract(cpg_id, {literal}, 2) AS BIGINT) AS pos FROM ids ORDER BY chrom, pos"
+        ).to_arrow_reader(1 << 20)
         for batch in reader:
             yield pa.RecordBatch.from_arrays([c.cast(f.type) for c, f in zip(batch.columns, CPGS)], schema=CPGS)
     finally:
