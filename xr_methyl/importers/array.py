@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -137,6 +138,11 @@ def read_manifest(path: str | Path, *, chrom_prefix: str = "") -> Manifest:
     if bad.any():
         raise ImportFormatError(path, None, None, f"probe {kept[probe][int(np.argmax(bad))]} has position "
                                 f"{position[int(np.argmax(bad))]}; {pos} must be a 1-based whole number")
+    counts = pc.value_counts(kept[probe])
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        raise ImportFormatError(path, None, None, f"probe {repeated[0]['values']} has several rows; a manifest "
+                                "places each probe once")
     chrom_values = kept[chrom].combine_chunks()
     if chrom_prefix:
         chrom_values = pc.if_else(pc.starts_with(chrom_values, chrom_prefix), chrom_values,
@@ -166,6 +172,8 @@ class ArrayBetas:
         shared = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
         self._shared = pc.is_in(ids, value_set=shared).to_numpy(zero_copy_only=False)
         self._cpg_ids = ids
+        # one hash table of the probe ids for the whole matrix (pyarrow's index_in would build one per batch)
+        self._probe_index = pd.Index(manifest.probe_ids.to_numpy(zero_copy_only=False))
 
     def layout(self, path: Path) -> Layout:
         header = head_lines(path, 1)
@@ -192,11 +200,11 @@ class ArrayBetas:
         shared_parts: list[pa.Table] = []
         for first, batch in read_delimited(path, columns, self.layout(path), null_values=NULL_VALUES,
                                            exact_fields=len(samples) + 1):
-            index = pc.index_in(batch.column("probe"), value_set=self.manifest.probe_ids)
-            placed = pc.is_valid(index).to_numpy(zero_copy_only=False)
+            index = self._probe_index.get_indexer(batch.column("probe").to_numpy(zero_copy_only=False))
+            placed = index >= 0
             counts.unplaced += int((~placed).sum()) * len(samples)
             rows = np.flatnonzero(placed)
-            probe_index = index.filter(pa.array(placed)).to_numpy().astype(np.int64)
+            probe_index = index[placed].astype(np.int64)
             repeated = seen[probe_index] | (np.bincount(probe_index, minlength=len(seen))[probe_index] > 1)
             if repeated.any():
                 raise RowError(first + int(rows[np.argmax(repeated)]), 1, "this probe appears twice in the matrix",

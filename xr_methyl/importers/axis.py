@@ -33,6 +33,7 @@ from xr_methyl.importers.writer import (
     all_files,
     commit_failed,
     iceberg_table,
+    read_columns,
     replace_files,
 )
 from xr_methyl.warehouse import IcebergWarehouse
@@ -121,11 +122,10 @@ def _imported_sites(wh: IcebergWarehouse) -> Iterator[pa.RecordBatch]:
     """The distinct CpG ids of ``beta``, parsed into (chrom, pos), sorted; DuckDB spills to disk if it must."""
     import duckdb
 
-    table = iceberg_table(wh, "beta")
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = false")
-        con.register("src", table.scan(selected_fields=("cpg_id",)).to_arrow_batch_reader())
+        con.register("src", read_columns(wh, "beta", ["cpg_id"]))
         con.execute("CREATE TEMP TABLE ids AS SELECT DISTINCT CAST(cpg_id AS VARCHAR) AS cpg_id FROM src")
         pattern = ID_PATTERN.pattern
         bad = con.execute("SELECT cpg_id FROM ids WHERE NOT regexp_full_match(cpg_id, ?) LIMIT 1",

@@ -39,6 +39,7 @@ from xr_methyl.importers.writer import (
     commit_failed,
     delete_files,
     iceberg_table,
+    read_columns,
     replace_files,
     write_data_files,
 )
@@ -114,10 +115,9 @@ def as_iceberg(warehouse: IcebergWarehouse | str | os.PathLike) -> IcebergWareho
 
 def load_reference(wh: IcebergWarehouse) -> ReferenceSites | None:
     """The warehouse's ``cpgs`` table as :class:`ReferenceSites` (None when it is empty)."""
-    table = iceberg_table(wh, "cpgs")
-    if table.current_snapshot() is None:
+    if iceberg_table(wh, "cpgs").current_snapshot() is None:
         return None
-    sites = ReferenceSites.from_batches(table.scan(selected_fields=("chrom", "pos")).to_arrow_batch_reader())
+    sites = ReferenceSites.from_batches(read_columns(wh, "cpgs", ["chrom", "pos"], dictionary_columns=["chrom"]))
     return sites if len(sites) else None
 
 
@@ -340,8 +340,8 @@ def import_batch(
     _check_membership(current.cast(pa.schema([("sample_id", pa.string()), ("batch_id", pa.string())])),
                       batch_id, samples)
     reference = load_reference(wh)
-    beta = DataFileSink(iceberg_table(wh, "beta"))
-    coverage = None if fmt.multi_sample else DataFileSink(iceberg_table(wh, "coverage"))
+    beta = DataFileSink(iceberg_table(wh, "beta"), batch_id=batch_id)
+    coverage = None if fmt.multi_sample else DataFileSink(iceberg_table(wh, "coverage"), batch_id=batch_id)
     report = ImportReport(format=fmt.name, batch_id=batch_id, samples=samples)
     stop = threading.Event()
     try:
@@ -361,7 +361,8 @@ def import_batch(
             report.files = [f.result() for f in futures]
         summary = {"format": fmt.name, "batch_id": batch_id, "samples": len(samples),
                    "files": [Path(p).name for p, _ in jobs]}
-        for name, sink in (("beta", beta), ("coverage", coverage or DataFileSink(iceberg_table(wh, "coverage")))):
+        for name, sink in (("beta", beta),
+                           ("coverage", coverage or DataFileSink(iceberg_table(wh, "coverage"), batch_id=batch_id))):
             table = sink.table
             try:
                 snapshot = replace_files(table, batch_files(table, batch_id), sink.files, summary)

@@ -42,14 +42,20 @@ class ReferenceSites:
     """
 
     def __init__(self, positions: dict[str, np.ndarray]) -> None:
-        self.positions = {c: np.sort(np.asarray(p, dtype=np.int64)) for c, p in positions.items()}
+        self.positions = {}
+        for chrom, pos in positions.items():
+            pos = np.asarray(pos, dtype=np.int64)
+            if len(pos) > 1 and not (pos[1:] >= pos[:-1]).all():  # the cpgs table is usually in genome order
+                pos = np.sort(pos)
+            self.positions[chrom] = pos
 
     @classmethod
     def from_batches(cls, batches: Iterable[pa.RecordBatch]) -> ReferenceSites:
         """Build from record batches with ``chrom`` and ``pos`` columns (any order)."""
         parts: dict[str, list[np.ndarray]] = {}
         for batch in batches:
-            encoded = batch.column("chrom").cast(pa.string()).dictionary_encode()
+            chrom = batch.column("chrom")
+            encoded = chrom if pa.types.is_dictionary(chrom.type) else chrom.cast(pa.string()).dictionary_encode()
             codes = encoded.indices.to_numpy(zero_copy_only=False)
             pos = batch.column("pos").to_numpy(zero_copy_only=False).astype(np.int64)
             for code, name in enumerate(encoded.dictionary.to_pylist()):

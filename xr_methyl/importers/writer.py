@@ -46,22 +46,64 @@ def iceberg_table(warehouse: IcebergWarehouse, name: str) -> IcebergTable:
     return warehouse._table(name)
 
 
-def plain_schema(table: IcebergTable) -> pa.Schema:
-    """The table's Arrow schema."""
-    return table.schema().as_arrow()
+def read_columns(warehouse: IcebergWarehouse, name: str, columns: Sequence[str], *,
+                 dictionary_columns: Sequence[str] = ()) -> pa.RecordBatchReader:
+    """Stream ``columns`` of a table: its Parquet files read directly when they are plain local files
+    (``dictionary_columns`` then come dictionary-encoded, as stored), else through pyiceberg."""
+    import pyarrow.dataset as pads
+
+    table = iceberg_table(warehouse, name)
+    scan, paths, n_files = warehouse._plan(table, list(columns))
+    if paths is None or n_files == 0:
+        return scan.to_arrow_batch_reader()
+    options = pads.ParquetReadOptions(dictionary_columns=set(dictionary_columns))
+    dataset = pads.dataset(paths, format=pads.ParquetFileFormat(read_options=options))
+    return dataset.scanner(columns=list(columns), batch_size=1 << 20).to_reader()
 
 
-def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = None,
+def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = None, batch_id: str | None = None,
                      write_uuid: uuid.UUID | None = None, counter: itertools.count | None = None) -> list[DataFile]:
-    """Write ``rows`` (cast to the table's schema) as data files of ``table``; nothing is committed."""
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+    """Write ``rows`` (cast to the table's schema) as data files of ``table``; nothing is committed.
+
+    With ``batch_id`` (a table partitioned by identity(batch_id) alone, every
+    row of that batch) the rows go into one data file of that partition as
+    they are, without pyiceberg's search for the partitions a table spans
+    (which groups and copies the rows).
+    """
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files, write_file
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+    from pyiceberg.table import WriteTask
 
     metadata = metadata if metadata is not None else table.metadata
-    rows = rows.select(metadata.schema().as_arrow().names).cast(metadata.schema().as_arrow())
+    schema = metadata.schema()
+    rows = rows.select(schema.as_arrow().names).cast(schema.as_arrow())
     if rows.num_rows == 0:
         return []
-    return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid,
-                                         counter=counter))
+    write_uuid = write_uuid or uuid.uuid4()
+    counter = counter or itertools.count()
+    if batch_id is None:
+        return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid,
+                                             counter=counter))
+    spec = metadata.spec()
+    key = PartitionKey(field_values=[PartitionFieldValue(spec.fields[0], batch_id)], partition_spec=spec,
+                       schema=schema)
+    task = WriteTask(write_uuid=write_uuid, task_id=next(counter), schema=schema, record_batches=rows.to_batches(),
+                     partition_key=key)
+    return list(write_file(table.io, metadata, iter([task])))
+
+
+def check_batch_partitioned(table: IcebergTable) -> None:
+    """Refuse a table not partitioned by identity(batch_id) alone: an import replaces one batch's partition."""
+    from pyiceberg.transforms import IdentityTransform
+
+    spec = table.spec()
+    source = table.schema().find_field("batch_id").field_id
+    if len(spec.fields) != 1 or spec.fields[0].source_id != source or not isinstance(spec.fields[0].transform,
+                                                                                       IdentityTransform):
+        raise WarehouseError(
+            f"table {table.name()} is not partitioned by identity(batch_id) alone (spec: {spec}); an import replaces "
+            "one batch's partition: create the tables with create_tables()"
+        )
 
 
 def delete_files(table: IcebergTable, files: Sequence[DataFile]) -> None:
@@ -76,16 +118,9 @@ def delete_files(table: IcebergTable, files: Sequence[DataFile]) -> None:
 def batch_files(table: IcebergTable, batch_id: str) -> list[DataFile]:
     """The data files of ``batch_id``'s partition; refuses a table not partitioned by identity(batch_id)."""
     from pyiceberg.expressions import EqualTo
-    from pyiceberg.transforms import IdentityTransform
 
+    check_batch_partitioned(table)
     spec = table.spec()
-    source = table.schema().find_field("batch_id").field_id
-    if len(spec.fields) != 1 or spec.fields[0].source_id != source or not isinstance(spec.fields[0].transform,
-                                                                                       IdentityTransform):
-        raise WarehouseError(
-            f"table {table.name()} is not partitioned by identity(batch_id) alone (spec: {spec}); an import replaces "
-            "one batch's partition: create the tables with create_tables()"
-        )
     files = [task.file for task in table.scan(row_filter=EqualTo("batch_id", batch_id)).plan_files()]
     foreign = [f.file_path for f in files if f.spec_id != spec.spec_id or f.partition[0] != batch_id]
     if foreign:
@@ -138,17 +173,24 @@ def commit_failed(err: Exception, table: IcebergTable, what: str) -> WarehouseEr
 
 
 class DataFileSink:
-    """Collects data files written by several threads for one table; :meth:`discard` deletes them all."""
+    """Collects data files written by several threads for one table; :meth:`discard` deletes them all.
 
-    def __init__(self, table: IcebergTable) -> None:
+    With ``batch_id``, every row written belongs to that batch's partition.
+    """
+
+    def __init__(self, table: IcebergTable, *, batch_id: str | None = None) -> None:
+        if batch_id is not None:
+            check_batch_partitioned(table)
         self.table = table
+        self.batch_id = batch_id
         self.files: list[DataFile] = []
         self._lock = threading.Lock()
         self._uuid = uuid.uuid4()
         self._counter = itertools.count()
 
     def write(self, rows: pa.Table) -> None:
-        written = write_data_files(self.table, rows, write_uuid=self._uuid, counter=self._counter)
+        written = write_data_files(self.table, rows, batch_id=self.batch_id, write_uuid=self._uuid,
+                                   counter=self._counter)
         with self._lock:
             self.files.extend(written)
 
