@@ -208,3 +208,14 @@ def test_a_file_the_sheet_does_not_name(warehouse, genome, tmp_path):
 
     with pytest.raises(ImportFormatError, match=r"sheet.csv: no row of the sample sheet names the file"):
         import_batch(warehouse, get_format("bismark-cov"), [bad], batch_id="B", sample_sheet=tmp_path / "sheet.csv")
+
+
+def test_a_truncated_gzip_file(warehouse, genome, tmp_path):
+    good, bad = _good_and_bad(tmp_path, genome, write_bismark_cov, ".bismark.cov.gz")
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    before = state(warehouse)
+
+    with pytest.raises(ImportFormatError, match=rf"{bad.name}: cannot be read \(a damaged or truncated file\?\)"):
+        import_batch(warehouse, get_format("bismark-cov"), [good, bad], batch_id="B")
+    assert state(warehouse) == before

@@ -37,7 +37,7 @@ import os
 from xr_methyl.importers.array import ArrayBetas, Manifest, read_manifest
 from xr_methyl.importers.axis import AxisReport, build_axis, fasta_cpgs
 from xr_methyl.importers.base import Format, ImportFormatError
-from xr_methyl.importers.batch import FileReport, ImportReport, ImportWarning, import_batch
+from xr_methyl.importers.batch import FileReport, ImportReport, ImportInputWarning, import_batch
 from xr_methyl.importers.bedmethyl import BedMethyl
 from xr_methyl.importers.bismark import BismarkCoverage, BismarkReport
 from xr_methyl.importers.ids import cpg_id, cpg_ids, parse_cpg_id
@@ -59,7 +59,7 @@ __all__ = [
     "Format",
     "ImportFormatError",
     "ImportReport",
-    "ImportWarning",
+    "ImportInputWarning",
     "Manifest",
     "MethylDackel",
     "MethylKit",

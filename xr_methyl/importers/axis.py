@@ -25,13 +25,14 @@ import pyarrow as pa
 
 from xr_methyl.errors import DataError, WarehouseError
 from xr_methyl.importers.array import read_manifest
-from xr_methyl.importers.batch import ROWS_PER_WRITE, _ensure_tables, as_iceberg
+from xr_methyl.importers.batch import ROWS_PER_WRITE, as_iceberg
 from xr_methyl.importers.ids import ID_PATTERN, cpg_ids
 from xr_methyl.importers.text import open_bytes
 from xr_methyl.importers.writer import (
     DataFileSink,
     all_files,
     commit_failed,
+    ensure_tables,
     iceberg_table,
     read_columns,
     replace_files,
@@ -178,7 +179,7 @@ def build_axis(
         raise ValueError("give exactly one source of the axis: fasta=..., manifest=... or from_imported=True")
     started = time.perf_counter()
     wh = as_iceberg(warehouse)
-    _ensure_tables(wh, None)
+    ensure_tables(wh)
     table = iceberg_table(wh, "cpgs")
     old = all_files(table)
     if old and not replace:

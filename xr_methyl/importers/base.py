@@ -41,17 +41,6 @@ CALLS = pa.schema([
     ("unmethylated", pa.int64()),
 ])
 
-#: Calls of a multi-sample beta matrix (arrays): one row per (probe, sample), no counts.
-BETA_CALLS = pa.schema([
-    ("row", pa.int64()),
-    ("column", pa.int32()),
-    ("sample_id", pa.string()),
-    ("chrom", pa.string()),
-    ("pos", pa.int64()),
-    ("beta", pa.float64()),
-])
-
-
 class ImportFormatError(DataError):
     """A line of an input file that the importer refuses, with where it is and why.
 
@@ -109,7 +98,13 @@ def refuse_where(first_row: int, bad: np.ndarray, column: int, label: str, rule:
 
 @runtime_checkable
 class Format(Protocol):
-    """One input format: how to read a file into calls, and what its coordinates mean.
+    """One input format: how to read a file, and what its coordinates mean.
+
+    A one-sample-per-file format (``multi_sample`` False) implements
+    :meth:`read`, streaming :data:`CALLS`; the importer turns calls into rows.
+    A many-samples format (the array matrix) implements ``samples(path)`` (its
+    sample ids) and ``sites(path, counts, reference)`` (long rows ``sample_id,
+    cpg_id, beta``) instead.
 
     Attributes
     ----------
@@ -120,16 +115,15 @@ class Format(Protocol):
     suffixes
         File name endings removed (after ``.gz``) to derive a sample id from a file name.
     multi_sample
-        True when one file holds many samples (:data:`BETA_CALLS`, with ``sample_id``);
-        False when a file is one sample (:data:`CALLS`).
+        True when one file holds many samples.
+    position_column
+        (1-based column, name) of the position, for messages about the order of records.
     """
 
     name: ClassVar[str]
     convention: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]]
     multi_sample: ClassVar[bool]
-
-    #: (1-based column, name) of the position, for messages about the order of records.
     position_column: ClassVar[tuple[int, str]]
 
     def layout(self, path: Path) -> Layout:

@@ -34,24 +34,23 @@ from xr_methyl.importers.samplesheet import SampleSheet, assign_samples, read_sa
 from xr_methyl.importers.text import located_row_error
 from xr_methyl.importers.writer import (
     DataFileSink,
-    all_files,
     batch_files,
     commit_failed,
-    delete_files,
+    ensure_tables,
     iceberg_table,
     read_columns,
     replace_files,
-    write_data_files,
+    rewrite_table,
 )
 from xr_methyl.warehouse import IcebergWarehouse, check_ids, open_warehouse
 
 log = logging.getLogger(__name__)
 
 #: Rows a file's reader buffers before writing them out as data files.
-ROWS_PER_WRITE = 2_000_000
+ROWS_PER_WRITE = 1_000_000
 
 
-class ImportWarning(UserWarning):
+class ImportInputWarning(UserWarning):
     """An import went through, but something in its input deserves a look (sites off the axis, an empty file)."""
 
 
@@ -119,20 +118,6 @@ def load_reference(wh: IcebergWarehouse) -> ReferenceSites | None:
         return None
     sites = ReferenceSites.from_batches(read_columns(wh, "cpgs", ["chrom", "pos"], dictionary_columns=["chrom"]))
     return sites if len(sites) else None
-
-
-def _ensure_tables(wh: IcebergWarehouse, sheet: SampleSheet | None) -> None:
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-    catalog = wh._catalog(create=True)
-    try:
-        present = {ident[-1] for ident in catalog.list_tables(wh.namespace)}
-    except NoSuchNamespaceError:
-        present = set()
-    except NoSuchTableError:  # pragma: no cover - some catalogs
-        present = set()
-    if not {"sample_batch_map", "beta", "coverage", "cpgs"} <= present:
-        wh.create_tables(metadata_schema=sheet.metadata_schema if sheet is not None else None, exist_ok=True)
 
 
 class _SampleWriter:
@@ -205,21 +190,9 @@ def _check_membership(current: pa.Table, batch_id: str, samples: Sequence[str]) 
                         "or use another sample id")
 
 
-def _iceberg_type(dtype: pa.DataType):
-    from pyiceberg.types import BooleanType, DoubleType, LongType, StringType
-
-    if pa.types.is_integer(dtype):
-        return LongType()
-    if pa.types.is_floating(dtype):
-        return DoubleType()
-    if pa.types.is_boolean(dtype):
-        return BooleanType()
-    return StringType()
-
-
 def _commit_samples(wh: IcebergWarehouse, batch_id: str, samples: list[str], sheet: SampleSheet | None,
-                    summary: dict[str, Any]) -> int | None:
-    """Replace the batch's rows of ``sample_batch_map`` (the table is small: it is rewritten whole, one commit)."""
+                    summary: dict[str, Any]) -> int:
+    """Replace the batch's rows of ``sample_batch_map`` (a small table: rewritten whole, in one commit)."""
     table = iceberg_table(wh, "sample_batch_map")
     current = table.scan().to_arrow()
     current = current.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
@@ -227,43 +200,27 @@ def _commit_samples(wh: IcebergWarehouse, batch_id: str, samples: list[str], she
     _check_membership(current, batch_id, samples)
     new = pa.table({"sample_id": pa.array(samples, pa.string())})
     if sheet is not None:
-        index = pc.index_in(new["sample_id"], value_set=sheet.rows["sample_id"])
-        new = sheet.rows.take(index)
+        new = sheet.rows.take(pc.index_in(new["sample_id"], value_set=sheet.rows["sample_id"]))
     new = new.append_column("batch_id", pa.repeat(pa.scalar(batch_id), new.num_rows))
-    existing = {f.name: f for f in table.schema().as_arrow()}
-    added = [f for f in new.schema if f.name not in existing]
+    existing = {f.name: f for f in current.schema}
     for f in new.schema:
         if f.name in existing and f.name not in ("sample_id", "batch_id"):
             try:
                 column = new[f.name].cast(existing[f.name].type)
-                new = new.set_column(new.schema.get_field_index(f.name), f.name, column)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise DataError(f"sample sheet column {f.name!r} ({f.type}) does not fit sample_batch_map's "
                                 f"{existing[f.name].type} column: {err}") from None
+            new = new.set_column(new.schema.get_field_index(f.name), f.name, column)
     kept = current.filter(pc.not_equal(current["batch_id"], batch_id))
-    old_files = all_files(table)
-    written = []
-    try:
-        with table.transaction() as txn:
-            if added:
-                with txn.update_schema() as update:
-                    for f in added:
-                        update.add_column(f.name, _iceberg_type(f.type))
-            schema = txn.table_metadata.schema().as_arrow()
+    schema = pa.unify_schemas([kept.schema, new.schema])
+    rows = pa.concat_tables([_with_columns(kept, schema), _with_columns(new, schema)])
+    return rewrite_table(table, rows, {**summary, "what": f"the import of batch {batch_id!r}"})
 
-            def full(t: pa.Table) -> pa.Table:
-                return pa.table({f.name: (t[f.name] if f.name in t.column_names else pa.nulls(t.num_rows, f.type))
-                                 for f in schema}).cast(schema)
 
-            rows = pa.concat_tables([full(kept), full(new)])
-            written = write_data_files(table, rows, metadata=txn.table_metadata)
-            replace_files(table, old_files, written, summary, transaction=txn)
-    except BaseException as err:
-        delete_files(table, written)
-        if isinstance(err, Exception) and not isinstance(err, (DataError, WarehouseError)):
-            raise commit_failed(err, table, f"the import of batch {batch_id!r}") from err
-        raise
-    return table.current_snapshot().snapshot_id
+def _with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with every column of ``schema`` (nulls where it has none), in its order."""
+    return pa.table({f.name: table[f.name].cast(f.type) if f.name in table.column_names
+                     else pa.nulls(table.num_rows, f.type) for f in schema})
 
 
 def import_batch(
@@ -335,7 +292,7 @@ def import_batch(
         jobs = assign_samples(files, fmt, sheet)
         samples = [s for _, s in jobs]
 
-    _ensure_tables(wh, sheet)
+    ensure_tables(wh, sheet.metadata_schema if sheet is not None else None)
     current = iceberg_table(wh, "sample_batch_map").scan(selected_fields=("sample_id", "batch_id")).to_arrow()
     _check_membership(current.cast(pa.schema([("sample_id", pa.string()), ("batch_id", pa.string())])),
                       batch_id, samples)
@@ -386,11 +343,11 @@ def import_batch(
     report.seconds = time.perf_counter() - started
     for f in report.files:
         if f.counts.sites == 0:
-            warnings.warn(f"{f.path}: no CpG rows imported ({f.counts.records:,} records read)", ImportWarning,
+            warnings.warn(f"{f.path}: no CpG rows imported ({f.counts.records:,} records read)", ImportInputWarning,
                           stacklevel=2)
         elif f.counts.off_axis:
             warnings.warn(f"{f.path}: {f.counts.off_axis:,} of {f.counts.sites:,} rows are not on the warehouse's "
                           "CpG axis: another genome build, or another chromosome naming or coordinate convention?",
-                          ImportWarning, stacklevel=2)
+                          ImportInputWarning, stacklevel=2)
     log.info("%s", report.summary())
     return report

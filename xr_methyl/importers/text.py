@@ -15,6 +15,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from xr_methyl.importers.base import ImportFormatError, RowError
 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"))
 _INT = re.compile(rb"[+-]?[0-9]+")
+#: What a damaged or truncated (compressed) file raises while it is read.
+_DAMAGED = (EOFError, zlib.error, OSError)
 #: Bytes pyarrow parses at a time: a record batch is about this much text.
 BLOCK_SIZE = 4 << 20
 
@@ -83,14 +86,24 @@ def arrow_stream(path: Path) -> pa.NativeFile:
     return pa.input_stream(str(path), compression=compression_of(path))
 
 
+def damaged(path: Path, err: Exception) -> ImportFormatError:
+    """The error for a file that cannot be decompressed or read to its end."""
+    return ImportFormatError(path, None, None, f"cannot be read (a damaged or truncated file?): {err}")
+
+
 def head_lines(path: Path, n: int) -> list[str]:
     """The first ``n`` lines (fewer if the file is shorter), without line endings."""
     out = []
-    with open_bytes(path) as f:
-        for raw in f:
-            out.append(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
-            if len(out) == n:
-                break
+    try:
+        with open_bytes(path) as f:
+            for raw in f:
+                out.append(raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+                if len(out) == n:
+                    break
+    except FileNotFoundError:
+        raise
+    except _DAMAGED as err:
+        raise damaged(path, err) from None
     return out
 
 
@@ -186,11 +199,13 @@ def read_delimited(
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """Stream ``columns`` of a delimited text file as ``(first_row, record batch)``.
 
-    ``first_row`` is the 0-based data row of the batch's first row.  Every
-    data line must have as many fields as the first one (at least
-    ``min_fields``, exactly ``exact_fields`` if given); empty lines are
-    skipped.  A value that does not convert raises :class:`ImportFormatError`
-    naming the file, line and column.
+    ``first_row`` is the 0-based data row of the batch's first row.  ``layout``
+    gives the header lines to skip, the delimiter and the quoting;
+    ``null_values`` the spellings of a missing value (none by default: every
+    field must convert).  Every data line must have as many fields as the
+    first one (at least ``min_fields``, exactly ``exact_fields`` if given);
+    empty lines are skipped.  A value that does not convert raises
+    :class:`ImportFormatError` naming the file, line and column.
     """
     import pyarrow.csv as pacsv
 
@@ -209,7 +224,10 @@ def read_delimited(
     key_of = {f"f{c.index}": c.key for c in columns}
 
     def located(err: pa.ArrowInvalid) -> ImportFormatError:
-        found = locate_parse_error(path, columns, layout, n_fields=n_fields, null_values=null_values)
+        try:
+            found = locate_parse_error(path, columns, layout, n_fields=n_fields, null_values=null_values)
+        except _DAMAGED as damage:
+            return damaged(path, damage)
         return found or ImportFormatError(path, None, None, f"cannot be read: {err}")
 
     stream = arrow_stream(path)
@@ -232,6 +250,9 @@ def read_delimited(
     except pa.ArrowInvalid as err:
         source.close()
         raise located(err) from None
+    except _DAMAGED as err:
+        source.close()
+        raise damaged(path, err) from None
     row = 0
     try:
         while True:
@@ -241,6 +262,8 @@ def read_delimited(
                 return
             except pa.ArrowInvalid as err:
                 raise located(err) from None
+            except _DAMAGED as err:
+                raise damaged(path, err) from None
             batch = pa.RecordBatch.from_arrays(batch.columns, names=[key_of[n] for n in batch.schema.names])
             yield row, batch
             row += batch.num_rows

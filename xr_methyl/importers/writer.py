@@ -92,6 +92,55 @@ def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = Non
     return list(write_file(table.io, metadata, iter([task])))
 
 
+def ensure_tables(warehouse: IcebergWarehouse, metadata_schema: pa.Schema | None = None) -> None:
+    """Create whichever of the four tables is missing (``sample_batch_map`` with ``metadata_schema``)."""
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    catalog = warehouse._catalog(create=True)
+    try:
+        present = {ident[-1] for ident in catalog.list_tables(warehouse.namespace)}
+    except NoSuchNamespaceError:
+        present = set()
+    if not {"sample_batch_map", "beta", "coverage", "cpgs"} <= present:
+        warehouse.create_tables(metadata_schema=metadata_schema, exist_ok=True)
+
+
+def _iceberg_type(dtype: pa.DataType):
+    from pyiceberg.types import BooleanType, DoubleType, LongType, StringType
+
+    if pa.types.is_integer(dtype):
+        return LongType()
+    if pa.types.is_floating(dtype):
+        return DoubleType()
+    if pa.types.is_boolean(dtype):
+        return BooleanType()
+    return StringType()
+
+
+def rewrite_table(table: IcebergTable, rows: pa.Table, summary: dict[str, Any]) -> int:
+    """Replace every row of a small table by ``rows``, in one commit; columns ``rows`` has and the table lacks
+    are added to its schema in the same commit, columns it lacks are null."""
+    old = all_files(table)
+    existing = set(table.schema().as_arrow().names)
+    written: list[DataFile] = []
+    try:
+        with table.transaction() as txn:
+            added = [f for f in rows.schema if f.name not in existing]
+            if added:
+                with txn.update_schema() as update:
+                    for f in added:
+                        update.add_column(f.name, _iceberg_type(f.type))
+            schema = txn.table_metadata.schema().as_arrow()
+            full = pa.table({f.name: rows[f.name] if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+                             for f in schema})
+            written = write_data_files(table, full, metadata=txn.table_metadata)
+            replace_files(table, old, written, summary, transaction=txn)
+    except Exception as err:
+        delete_files(table, written)
+        raise commit_failed(err, table, summary.get("what", "the rewrite")) from err
+    return table.current_snapshot().snapshot_id
+
+
 def check_batch_partitioned(table: IcebergTable) -> None:
     """Refuse a table not partitioned by identity(batch_id) alone: an import replaces one batch's partition."""
     from pyiceberg.transforms import IdentityTransform
