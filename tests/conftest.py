@@ -19,8 +19,8 @@ from xr_methyl.synthetic import build_cohort
 N_SAMPLES, N_CPGS, BATCH_SIZE = 20, 3000, 8
 
 #: Test folders from the lowest layer of the package up; folders not listed run last.
-LAYER_ORDER = ["zarrio", "storage", "warehouse", "store", "ingest", "dataset", "analysis", "cli", "reliability",
-               "examples"]
+LAYER_ORDER = ["zarrio", "storage", "warehouse", "store", "ingest", "dataset", "importers", "analysis", "cli",
+               "reliability", "examples"]
 
 
 def pytest_collection_modifyitems(items):

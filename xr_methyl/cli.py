@@ -1,6 +1,7 @@
 """``xr-methyl``: the command line.
 
-Commands: ``demo``, ``init``, ``ensure``, ``info``, ``verify``, ``gc``.  User
+Commands: ``demo``, ``init``, ``ensure``, ``info``, ``verify``, ``gc``; ``import`` and ``axis``
+(in :mod:`xr_methyl.importers.commands`).  User
 errors print one line and exit 1; only unexpected failures show a traceback.
 Everything printed or logged passes through :func:`xr_methyl.redact.redact`.
 """
@@ -113,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--json", action="store_true", help="print JSON")
     gc.set_defaults(run=_gc)
+
+    from xr_methyl.importers.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 
