@@ -9,8 +9,9 @@ new shards of it, beside those of beta).  A read of few CpGs then touches
 about one small chunk per CpG and sample block.
 
 * :func:`encode_shard` builds one of its shards (plain Zarr v3 sharding: the
-  chunks, then the index of little-endian (offset, length) pairs and its
-  crc32c), many times faster than zarr-python writing its many small chunks.
+  chunks, each ending in its crc32c, then the index of little-endian (offset,
+  length) pairs and its crc32c), many times faster than zarr-python writing its
+  many small chunks.
 * :func:`plan_gather` (pure) says which chunks of which shards hold the wanted
   cells and where each lands in the result.
 * :class:`ByCpgReader` reads a local store's shards: per shard the index once,
@@ -67,12 +68,14 @@ def shard_width(cpg_shard: int, chunk: int, n_cpgs: int) -> int:
     return cpg_shard if cpg_shard % chunk == 0 or n_cpgs > cpg_shard else math.ceil(cpg_shard / chunk) * chunk
 
 
-def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> bytes | None:
+def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str, checksum: bool = True) -> bytes | None:
     """One shard of the companion: ``values`` (sample block x up to ``width`` CpGs, float32) encoded.
 
     Inner chunks that are all NaN (the fill value) are not stored; None when
-    every chunk is.  The result is plain Zarr v3 sharding (index at the end,
-    crc32c), as zarr itself would write it with the companion's codecs.
+    every chunk is.  ``checksum``: each chunk ends in the crc32c of its encoded
+    bytes (the inner codecs end in ``crc32c``; False for copies created before).
+    The result is plain Zarr v3 sharding (index at the end, crc32c), as zarr
+    itself would write it with the companion's codecs.
     """
     import google_crc32c
 
@@ -87,13 +90,17 @@ def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> b
     if not len(stored):
         return None
     if codec == "raw":
-        parts = [cells[stored].tobytes()]
+        parts = [cells[j].tobytes() for j in stored] if checksum else [cells[stored].tobytes()]
         lengths = np.full(len(stored), rows * chunk * 4, dtype=np.uint64)
     elif codec == "zstd":
         parts = _compress_chunks(cells, stored)
         lengths = np.fromiter(map(len, parts), dtype=np.uint64, count=len(parts))
     else:
         raise ValueError(f"companion codec {codec!r}: expected one of {', '.join(CODECS)}")
+    if checksum:
+        crc = google_crc32c.value
+        parts = [part + crc(part).to_bytes(4, "little") for part in parts]
+        lengths += 4
     index = np.full((1, n_chunks, 2), EMPTY, dtype="<u8")
     index[0, stored, 1] = lengths
     index[0, stored, 0] = np.cumsum(lengths) - lengths

@@ -304,7 +304,7 @@ class MethylStore:
             "has_loci": axis.has_loci,
             "layout": layout.to_json(),
             "coverage_dtype": coverage_dtype,
-            "compression": {name: codec.to_dict() for name, codec in compressors.items()},
+            "compression": {name: [codec.to_dict() for codec in codecs] for name, codecs in compressors.items()},
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             # describe() must hold no secret; redact anyway, since the manifest is shared with every reader.
             "warehouse": redact(wh.describe()) if wh is not None else None,
@@ -555,6 +555,7 @@ class MethylStore:
                 taken = set(commit.row_of)
                 start = commit.n_rows
                 ranges = []
+                by_cpg = self._by_cpg()
                 for batch_id, members in batches:
                     kept = [s for s in dict.fromkeys(members) if s not in taken]
                     if len(kept) < len(members):
@@ -563,7 +564,7 @@ class MethylStore:
                     taken.update(kept)
                     n_rows = _round_up(len(kept), self.layout.sample_block)
                     ranges.append(RowRange(self.storage, batch_id, tuple(kept), start, n_rows, self.n_cpgs,
-                                           self.layout.sample_block, self.layout.cpg_shard, self._by_cpg()))
+                                           self.layout.sample_block, self.layout.cpg_shard, by_cpg))
                     start += n_rows
                 self._reclaim(commit)
                 self._reserve_rows(commit.n_rows, start - commit.n_rows)
@@ -660,10 +661,17 @@ class MethylStore:
         """Write whole new shards at rows ``start:`` (reserved past the committed rows); return what was written."""
         return _write_region(self.storage, start, 0, beta, coverage, self.layout.sample_block, self._by_cpg())
 
-    def _by_cpg(self) -> tuple[int, int, str] | None:
-        """(inner chunk width, shard width, codec) of the CpG-major copy of beta; None without one."""
+    def _by_cpg(self) -> tuple[int, int, str, bool] | None:
+        """(inner chunk width, shard width, codec, checksum) of the CpG-major copy of beta; None without one.
+
+        ``checksum``: whether its inner chunks end in a crc32c, as its ``zarr.json`` says (copies
+        created before the checksums keep being written without).
+        """
         layout = self.layout
-        return (layout.by_cpg_chunk, layout.by_cpg_shard(self.n_cpgs), layout.by_cpg_codec) if layout.by_cpg_chunk else None
+        if not layout.by_cpg_chunk:
+            return None
+        checksum = _has_chunk_checksum(self.array("beta_by_cpg"))
+        return layout.by_cpg_chunk, layout.by_cpg_shard(self.n_cpgs), layout.by_cpg_codec, checksum
 
     # -- provenance -----------------------------------------------------------------------
     def _committed_provenance(self, commit: Commit) -> dict[str, list[dict[str, Any]]]:
@@ -887,8 +895,8 @@ class RowRange:
     n_cpgs: int
     block: int
     cpg_shard: int
-    #: (inner chunk width, shard width, codec) of the CpG-major copy of beta, None without one.
-    by_cpg: tuple[int, int, str] | None = None
+    #: (inner chunk width, shard width, codec, checksum) of the CpG-major copy of beta, None without one.
+    by_cpg: tuple[int, int, str, bool] | None = None
 
     def write(self, row: int, col: int, beta: np.ndarray, coverage: np.ndarray) -> dict[str, dict | None]:
         """Write ``beta`` and ``coverage`` at (``row``, ``col``) of this range: whole shards only.
@@ -929,12 +937,12 @@ class PendingAppend:
 
 
 def _write_region(storage: Storage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
-                  block: int, by_cpg: tuple[int, int, str] | None = None) -> dict[str, dict | None]:
+                  block: int, by_cpg: tuple[int, int, str, bool] | None = None) -> dict[str, dict | None]:
     """Write rows ``start:`` x columns ``col:`` of the arrays, one sample block per write, padding the last.
 
     Returns each shard object written, by store key: its size and sha256 (None
     when zarr removed it as all fill value), so that the commit records them
-    without reading them back.  ``by_cpg`` (chunk, shard width, codec): also
+    without reading them back.  ``by_cpg`` (chunk, shard width, codec, checksum): also
     write the CpG-major copy of beta, its shards encoded here (:func:`_write_by_cpg`).
     """
     import zarr
@@ -957,7 +965,7 @@ def _write_region(storage: Storage, start: int, col: int, beta: np.ndarray, cove
 
 
 def _write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, block: int,
-                  by_cpg: tuple[int, int, str], written: dict[str, dict | None]) -> None:
+                  by_cpg: tuple[int, int, str, bool], written: dict[str, dict | None]) -> None:
     """Write the CpG-major copy of ``beta`` at rows ``start:`` x columns ``col:``: whole new shards.
 
     zarr-python spends tens of microseconds on each inner chunk it writes, and
@@ -971,7 +979,7 @@ def _write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, bloc
 
     from xr_methyl.bycpg import encode_shard
 
-    chunk, shard, codec = by_cpg
+    chunk, shard, codec, checksum = by_cpg
     store = _recording_store(storage.zarr_store(BETA_BY_CPG, read_only=False), BETA_BY_CPG, written)
     prototype = default_buffer_prototype()
     width = beta.shape[1]
@@ -980,7 +988,7 @@ def _write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, bloc
         if len(piece) < block:  # the batch's last block: pad with empty rows
             piece = np.concatenate([piece, np.full((block - len(piece), width), np.nan, np.float32)])
         for c in range(0, width, shard):
-            data = encode_shard(piece[:, c : c + shard], chunk=chunk, width=shard, codec=codec)
+            data = encode_shard(piece[:, c : c + shard], chunk=chunk, width=shard, codec=codec, checksum=checksum)
             if data is not None:
                 key = f"c/{(start + lo) // block}/{(col + c) // shard}"
                 sync(store.set(key, prototype.buffer.from_bytes(data)))
@@ -1221,26 +1229,38 @@ def _axis_from(cpg_ids, warehouse) -> CpgAxis:
     return CpgAxis.from_table(table.take(where))
 
 
-def _compressors(coverage_dtype: str) -> dict:
+def _compressors(coverage_dtype: str) -> dict[str, list]:
     """Codecs measured on WGBS-like data: plain zstd suits betas (a byte shuffle
     halves their ratio), while coverage counts compress a third better after a
-    byte shuffle.  Both are core Zarr v3 codecs, readable by any v3 reader."""
-    from zarr.codecs import BloscCodec, ZstdCodec
+    byte shuffle.  Each inner chunk ends in the crc32c of its compressed bytes,
+    so that damaged bytes are an error, not wrong values (why crc32c rather than
+    zstd's own checksum: see :mod:`xr_methyl.integrity`).  All are core Zarr v3
+    codecs, readable by any v3 reader."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     return {
-        "beta": ZstdCodec(level=3),
-        "coverage": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
+        "beta": [ZstdCodec(level=3), Crc32cCodec()],
+        "coverage": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
+                     Crc32cCodec()],
     }
 
 
-def _by_cpg_compressor(layout: Layout):
-    """The CpG-major copy's codec: none (raw chunks) or zstd level 3."""
-    from zarr.codecs import ZstdCodec
+def _by_cpg_compressor(layout: Layout) -> list:
+    """The CpG-major copy's codecs: none (raw chunks) or zstd level 3, then a crc32c of each chunk."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
 
-    return ZstdCodec(level=3) if layout.by_cpg_codec == "zstd" else None
+    return [ZstdCodec(level=3), Crc32cCodec()] if layout.by_cpg_codec == "zstd" else [Crc32cCodec()]
 
 
-def _create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressor, *,
+def _has_chunk_checksum(array) -> bool:
+    """Whether the inner chunks of a sharded array end in a crc32c (stores created before do not)."""
+    from zarr.codecs import Crc32cCodec
+
+    inner = getattr(array.metadata.codecs[0], "codecs", ())
+    return bool(inner) and isinstance(inner[-1], Crc32cCodec)
+
+
+def _create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressors: list, *,
                   chunks: tuple[int, int] | None = None, shards: tuple[int, int] | None = None) -> None:
     import zarr
 
@@ -1251,7 +1271,7 @@ def _create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype
         chunks=chunks or (layout.chunk_rows, layout.cpg_chunk),
         shards=shards or (layout.sample_block, layout.cpg_shard),
         fill_value=fill,
-        compressors=compressor,
+        compressors=compressors,
         dimension_names=["sample", "cpg"],
         attributes={"_methylzarr": {"role": key.removesuffix(".zarr")}},
     )
