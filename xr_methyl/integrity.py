@@ -11,12 +11,18 @@ does not decode, or a shard shorter than its index says raises
 request and propagates as itself; so does an ``OSError`` of the disk or the
 network, which names its own cause.
 
-Why crc32c and not zstd's frame checksum (measured on 2 cores, 65,536-wide
-float32 rows of WGBS-like betas, ~64 KiB compressed): zstd decodes a chunk in
-~245 us; a crc32c of the compressed bytes adds ~9 us, zstd's checksum of the
-decoded bytes ~16-21 us, and it exists for zstd only, while coverage is
-Blosc-compressed and the CpG-major copy may be stored raw.  Stores written
-before keep their codec chains: readers follow each array's metadata.
+Why crc32c and not zstd's frame checksum (``python -m benchmarks.checksums``:
+CPU time per inner chunk of WGBS-like data, 2 cores, median of 31 rounds):
+beta's 65,536-wide float32 chunks decode in ~270 us, a crc32c of the encoded
+bytes adds 14-17 us and zstd's checksum of the decoded bytes 21-25 us; the
+CpG-major copy's 8 x 64 chunks decode in ~4 us (zstd), crc32c adds ~0.7-1 us,
+zstd's checksum ~0.1-0.3 us, but a read of 1,000 scattered CpGs x 256 samples
+from the copy cost the same CPU time with either (within 3-8 % of none).
+zstd's checksum exists only for zstd, while coverage is Blosc-compressed and
+the copy may be raw; and it misses the few flipped bits that leave the
+decoded values as they were (~0.3-0.6 % of single-bit flips, in unused
+header bits and stream padding), where crc32c sees every byte.  Stores
+written before keep their codec chains: readers follow each array's metadata.
 
 xr_methyl's own readers (:mod:`xr_methyl.rowread`, :mod:`xr_methyl.bycpg`)
 check as they read, with :class:`InnerCodecs`.  A read through zarr (S3
@@ -25,7 +31,8 @@ where; :func:`read_checked` then looks at the chunks that read decodes
 (:func:`locate_damage`) and raises ``CorruptStoreError`` only if one of them
 is damaged, the original error otherwise.
 
-Only numpy is imported at module level: the xarray backend imports this module.
+Only numpy and :mod:`xr_methyl.errors` are imported at module level: the xarray backend imports
+this module.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ T = TypeVar("T")
 
 #: Offset and length of an inner chunk that was never written (all fill value).
 EMPTY = 2**64 - 1
+#: crc32c of any bytes followed by their crc32c (little-endian), as zarr's crc32c codec stores it.
+CRC32C_RESIDUE = 0x48674BC7
 #: What every damage message ends with.
 VERIFY_HINT = "run `xr-methyl verify STORE` to list every damaged shard"
 
@@ -76,18 +85,17 @@ class InnerCodecs:
             return cls(kinds[type(codecs[1])], checksum)
         return None
 
-    def payload(self, raw: bytes) -> bytes | np.ndarray | None:
+    def payload(self, raw: bytes) -> bytes | memoryview | None:
         """The encoded chunk in ``raw``, its checksum checked and stripped; None if it does not match."""
         import google_crc32c
 
         if not self.checksum:
             return raw
-        # google_crc32c takes bytes or numpy arrays (no memoryview): a copy is cheaper for a small chunk,
-        # a view for a large one (0.4 vs 0.7 us at 2 KiB, 5.6 vs 3.1 us at 64 KiB).
-        body = raw[:-4] if len(raw) < 16384 else np.frombuffer(raw, dtype=np.uint8)[:-4]
-        if len(raw) < 4 or google_crc32c.value(body) != int.from_bytes(raw[-4:], "little"):
+        # The crc32c of bytes followed by their own crc32c is a constant: one pass over the chunk as it
+        # was read, no copy (0.5 us for a 2 KiB chunk, against 0.8 us slicing off the checksum first).
+        if len(raw) < 4 or google_crc32c.value(raw) != CRC32C_RESIDUE:
             return None
-        return body
+        return memoryview(raw)[:-4]
 
     def decoder(self) -> Callable:
         """``decode(encoded, out=None)`` of the compressor (numcodecs), for one thread; identity without one."""
