@@ -19,3 +19,11 @@ def test_the_benchmark_runs_every_comparison(tmp_path):
     assert not [name for name, case in result["cases"].items() if "error" in case]
     assert len(result["table"]) == 11 and all(row["ratio"] != "n/a" for row in result["table"])
     assert (tmp_path / "results.md").read_text().startswith("Size `tiny`")
+
+
+def test_the_checksum_cost_benchmark_runs_every_variant(capsys):
+    from benchmarks.checksums import main
+
+    main(["--cpgs", "65536", "--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 13 and all("us of CPU per chunk" in line for line in lines)

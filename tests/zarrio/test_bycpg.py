@@ -264,14 +264,19 @@ def test_verify_finds_a_damaged_shard_of_the_copy(filled):
 
 
 def test_verify_finds_a_copy_whose_values_differ_from_beta(tmp_path):
-    """A shard that is whole (its record rewritten to match) but holds other values than beta."""
+    """A shard that is whole (its chunk's checksum and its record rewritten to match) but holds other
+    values than beta."""
+    import google_crc32c
+
     store = MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=cpg_table(), layout=layout("raw"))
     beta, cov = make_block(4, 1)
     store.append("B", list("abcd"), beta, cov)
     key = "beta_by_cpg.zarr/c/0/0"
     path = store.storage.root / key
     data = bytearray(path.read_bytes())
-    data[0:4] = np.float32(0.123).tobytes()  # the first cell of the first stored chunk
+    data[0:4] = np.float32(0.123).tobytes()  # the first cell of the first stored chunk (at offset 0)
+    chunk = 4 * 16 * 4  # a raw chunk: 4 rows x 16 CpGs of float32, then its crc32c
+    data[chunk : chunk + 4] = google_crc32c.value(bytes(data[:chunk])).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     record_path = store.storage.root / "blocks" / "00000000.json"
     record = json.loads(record_path.read_text())

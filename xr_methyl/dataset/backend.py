@@ -92,25 +92,14 @@ class StoreArray(BackendArray):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
 
     def _read(self, key: tuple) -> np.ndarray:
-        try:
-            return self._read_rows(key)
-        except Exception as err:  # a damaged shard: the codec raises one of several types
-            from xr_methyl.errors import CorruptStoreError, MethylError
-
-            if isinstance(err, MethylError):
-                raise
-            raise CorruptStoreError(
-                f"cannot read {self.array.store_path}: {type(err).__name__}: {err}; "
-                "run `xr-methyl verify STORE` to find the damaged shards"
-            ) from err
-
-    def _read_rows(self, key: tuple) -> np.ndarray:
         """``values[sample_key, cpg_key]`` for an outer key as xarray decomposes it.
 
         Each of the two keys is an integer (that dimension is dropped), a slice
         with a positive step, or a non-decreasing array of positions; the reads
         below take lists of rows and columns, so integers become one-element
-        lists and are squeezed out of the result.
+        lists and are squeezed out of the result.  Damaged bytes raise
+        ``CorruptStoreError`` naming the shard (the readers below check them);
+        any other error is not the store's fault and propagates as itself.
         """
         sample_key, cpg_key = key
         drop = tuple(i for i, k in enumerate(key) if isinstance(k, (int, np.integer)))

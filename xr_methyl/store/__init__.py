@@ -35,7 +35,7 @@ from xr_methyl.errors import CorruptStoreError, StoreExistsError, StoreNotFoundE
 from xr_methyl.redact import redact
 from xr_methyl.storage import Storage, json_bytes, open_storage
 from xr_methyl.storage.leases import OWNER_FILE
-from xr_methyl.store.append import RowRange, check_block, write_region
+from xr_methyl.store.append import RowRange, by_cpg_spec, check_block, write_region
 from xr_methyl.store.commit import Commit, PendingAppend, appending, committed_provenance, read_commit
 from xr_methyl.store.cpg_axis import NEVER_CHANGE, CpgAxis, axis_from, file_hashes, mismatch, open_axis
 from xr_methyl.store.gc import GcReport, collect, reclaim_create
@@ -140,7 +140,7 @@ class MethylStore:
             has_loci=axis.has_loci,
             layout=layout,
             coverage_dtype=coverage_dtype,
-            compression={name: codec.to_dict() for name, codec in codecs.items()},
+            compression={name: [codec.to_dict() for codec in chain] for name, chain in codecs.items()},
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             # describe() must hold no secret; redact anyway, since the manifest is shared with every reader.
             warehouse=redact(wh.describe()) if wh is not None else None,
@@ -319,7 +319,7 @@ class MethylStore:
             if len(keep) < len(sample_ids):
                 beta, coverage = beta[keep], coverage[keep]
             written = write_region(self.storage, rows.start, 0, beta, coverage, self.layout.sample_block,
-                                   self.layout.by_cpg(self.n_cpgs))
+                                   by_cpg_spec(self))
             pending.commit(rows, provenance=provenance, shards=written)
         return list(rows.sample_ids)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from xr_methyl.errors import DataError
 from xr_methyl.storage import Storage
-from xr_methyl.store.layout import BETA, BETA_BY_CPG, COVERAGE
+from xr_methyl.store.layout import BETA, BETA_BY_CPG, COVERAGE, has_chunk_checksum
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class RowRange:
     n_cpgs: int
     block: int
     cpg_shard: int
-    #: (inner chunk width, shard width, codec) of the CpG-major copy of beta, None without one.
-    by_cpg: tuple[int, int, str] | None = None
+    #: (inner chunk width, shard width, codec, checksum) of the CpG-major copy of beta, None without one.
+    by_cpg: tuple[int, int, str, bool] | None = None
 
     def write(self, row: int, col: int, beta: np.ndarray, coverage: np.ndarray) -> dict[str, dict | None]:
         """Write ``beta`` and ``coverage`` at (``row``, ``col``) of this range: whole shards only.
@@ -58,12 +58,12 @@ class RowRange:
 
 
 def write_region(storage: Storage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
-                 block: int, by_cpg: tuple[int, int, str] | None = None) -> dict[str, dict | None]:
+                 block: int, by_cpg: tuple[int, int, str, bool] | None = None) -> dict[str, dict | None]:
     """Write rows ``start:`` x columns ``col:`` of the arrays, one sample block per write, padding the last.
 
     Returns each shard object written, by store key: its size and sha256 (None
     when zarr removed it as all fill value), so that the commit records them
-    without reading them back.  ``by_cpg`` (chunk, shard width, codec): also
+    without reading them back.  ``by_cpg`` (chunk, shard width, codec, checksum): also
     write the CpG-major copy of beta, its shards encoded here (:func:`write_by_cpg`).
     """
     import zarr
@@ -86,7 +86,7 @@ def write_region(storage: Storage, start: int, col: int, beta: np.ndarray, cover
 
 
 def write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, block: int,
-                 by_cpg: tuple[int, int, str], written: dict[str, dict | None]) -> None:
+                 by_cpg: tuple[int, int, str, bool], written: dict[str, dict | None]) -> None:
     """Write the CpG-major copy of ``beta`` at rows ``start:`` x columns ``col:``: whole new shards.
 
     zarr-python spends tens of microseconds on each inner chunk it writes, and
@@ -98,7 +98,7 @@ def write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, block
     from xr_methyl.zarrio.bycpg import encode_shard
     from xr_methyl.zarrio.internals import set_object
 
-    chunk, shard, codec = by_cpg
+    chunk, shard, codec, checksum = by_cpg
     store = recording_store(storage.zarr_store(BETA_BY_CPG, read_only=False), BETA_BY_CPG, written)
     width = beta.shape[1]
     for lo in range(0, len(beta), block):
@@ -106,10 +106,23 @@ def write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, block
         if len(piece) < block:  # the batch's last block: pad with empty rows
             piece = np.concatenate([piece, np.full((block - len(piece), width), np.nan, np.float32)])
         for c in range(0, width, shard):
-            data = encode_shard(piece[:, c : c + shard], chunk=chunk, width=shard, codec=codec)
+            data = encode_shard(piece[:, c : c + shard], chunk=chunk, width=shard, codec=codec, checksum=checksum)
             if data is not None:
                 key = f"c/{(start + lo) // block}/{(col + c) // shard}"
                 set_object(store, key, data)
+
+
+def by_cpg_spec(store) -> tuple[int, int, str, bool] | None:
+    """(inner chunk width, shard width, codec, checksum) of a store's CpG-major copy of beta; None without one.
+
+    ``checksum``: whether its inner chunks end in a crc32c, as its ``zarr.json`` says (copies
+    created before the checksums keep being written without).
+    """
+    layout = store.layout
+    if not layout.by_cpg_chunk:
+        return None
+    checksum = has_chunk_checksum(store.array("beta_by_cpg"))
+    return layout.by_cpg_chunk, layout.by_cpg_shard(store.n_cpgs), layout.by_cpg_codec, checksum
 
 
 def recording_store(store, prefix: str, written: dict[str, dict | None]):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from xr_methyl.errors import CorruptStoreError, MethylError, StoreConflictError, StoreError, StoreWriteError
 from xr_methyl.storage import Storage
-from xr_methyl.store.append import RowRange
+from xr_methyl.store.append import RowRange, by_cpg_spec
 from xr_methyl.store.layout import BATCHES, LOCK, PROVENANCE, SAMPLE_IDS, SAMPLES, block_record_key, read_json
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ def appending(
             taken = set(commit.row_of)
             start = commit.n_rows
             ranges = []
+            by_cpg = by_cpg_spec(store)
             for batch_id, members in batches:
                 kept = [s for s in dict.fromkeys(members) if s not in taken]
                 if len(kept) < len(members):
@@ -149,8 +150,7 @@ def appending(
                 taken.update(kept)
                 n_rows = round_up(len(kept), store.layout.sample_block)
                 ranges.append(RowRange(store.storage, batch_id, tuple(kept), start, n_rows, store.n_cpgs,
-                                       store.layout.sample_block, store.layout.cpg_shard,
-                                       store.layout.by_cpg(store.n_cpgs)))
+                                       store.layout.sample_block, store.layout.cpg_shard, by_cpg))
                 start += n_rows
             reclaim(store, commit)
             reserve_rows(store, commit.n_rows, start - commit.n_rows)

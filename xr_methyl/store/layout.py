@@ -129,10 +129,6 @@ class Layout:
 
         return shard_width(self.cpg_shard, self.by_cpg_chunk, n_cpgs)
 
-    def by_cpg(self, n_cpgs: int) -> tuple[int, int, str] | None:
-        """(inner chunk width, shard width, codec) of the CpG-major copy of beta; None without one."""
-        return (self.by_cpg_chunk, self.by_cpg_shard(n_cpgs), self.by_cpg_codec) if self.by_cpg_chunk else None
-
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "sample_block": self.sample_block,
@@ -262,28 +258,38 @@ def parse_json(storage: Storage, key: str, raw: bytes, kind: type):
 
 
 
-def compressors(coverage_dtype: str) -> dict:
+def compressors(coverage_dtype: str) -> dict[str, list]:
     """Codecs measured on WGBS-like data: plain zstd suits betas (a byte shuffle
     halves their ratio), while coverage counts compress a third better after a
-    byte shuffle.  Both are core Zarr v3 codecs, readable by any v3 reader."""
-    from zarr.codecs import BloscCodec, ZstdCodec
+    byte shuffle.  Each inner chunk ends in the crc32c of its compressed bytes,
+    so that damaged bytes are an error, not wrong values (why crc32c rather than
+    zstd's own checksum: see :mod:`xr_methyl.zarrio.integrity`).  All are core Zarr v3
+    codecs, readable by any v3 reader."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     return {
-        "beta": ZstdCodec(level=3),
-        "coverage": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
+        "beta": [ZstdCodec(level=3), Crc32cCodec()],
+        "coverage": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
+                     Crc32cCodec()],
     }
 
 
+def by_cpg_compressor(layout: Layout) -> list:
+    """The CpG-major copy's codecs: none (raw chunks) or zstd level 3, then a crc32c of each chunk."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
 
-def by_cpg_compressor(layout: Layout):
-    """The CpG-major copy's codec: none (raw chunks) or zstd level 3."""
-    from zarr.codecs import ZstdCodec
-
-    return ZstdCodec(level=3) if layout.by_cpg_codec == "zstd" else None
-
+    return [ZstdCodec(level=3), Crc32cCodec()] if layout.by_cpg_codec == "zstd" else [Crc32cCodec()]
 
 
-def create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressor, *,
+def has_chunk_checksum(array) -> bool:
+    """Whether the inner chunks of a sharded array end in a crc32c (stores created before do not)."""
+    from zarr.codecs import Crc32cCodec
+
+    inner = getattr(array.metadata.codecs[0], "codecs", ())
+    return bool(inner) and isinstance(inner[-1], Crc32cCodec)
+
+
+def create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressors: list, *,
                   chunks: tuple[int, int] | None = None, shards: tuple[int, int] | None = None) -> None:
     import zarr
 
@@ -294,7 +300,7 @@ def create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype,
         chunks=chunks or (layout.chunk_rows, layout.cpg_chunk),
         shards=shards or (layout.sample_block, layout.cpg_shard),
         fill_value=fill,
-        compressors=compressor,
+        compressors=compressors,
         dimension_names=["sample", "cpg"],
         attributes={"_methylzarr": {"role": key.removesuffix(".zarr")}},
     )

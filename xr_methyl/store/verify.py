@@ -15,9 +15,10 @@ interrupted append left, which the next append or ``gc`` reclaims).  It checks
   shard shapes, fill value, dimension names);
 * every committed block: its record ``blocks/<i>.json`` is there and well
   formed, the shard objects it lists are present with the recorded size and
-  sha256, none extra, and every shard decodes; padding rows are empty; betas
-  lie in [0, 1]; the CpG-major copy of beta (if the store keeps one) holds
-  beta's values;
+  sha256, none extra, and every shard decodes (its inner chunks match their
+  crc32c, in stores that have them); padding rows are empty; betas lie in
+  [0, 1]; the CpG-major copy of beta (if the store keeps one) holds beta's
+  values;
 * with ``cells > 0``: that many random (sample, CpG) cells re-read from the
   warehouse through the :class:`~xr_methyl.warehouse.Warehouse` protocol equal
   the stored values exactly.
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from xr_methyl.errors import CorruptStoreError, MethylError
+from xr_methyl.zarrio.integrity import VERIFY_HINT, read_checked
 
 #: At most this many samples are exported from the warehouse for a cell check.
 MAX_CHECK_SAMPLES = 16
@@ -264,11 +266,12 @@ def _check_blocks(store, report: VerifyReport) -> None:
                 continue  # its values are checked against beta's, shard by shard, below
             width = arr.shards[1]
             for j in range(math.ceil(store.n_cpgs / width)):
+                cols = slice(j * width, (j + 1) * width)
                 try:
-                    values = arr[rows, j * width : (j + 1) * width]
-                except Exception as err:  # a damaged shard: the codec says why
+                    values = read_checked(arr, rows, cols, lambda: arr[rows, cols])  # noqa: B023 (called at once)
+                except CorruptStoreError as err:  # damaged bytes; any other error is a bug and propagates
                     report.problems.append(f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: "
-                                           f"{type(err).__name__}: {err}")
+                                           f"{_why(err)}")
                     values = None
                 if name == "beta" and copy is not None:  # the copy's shard j covers the same CpGs
                     _check_copy(store, report, copy, copy_keys[j], rows, j * width,
@@ -321,15 +324,20 @@ def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int
         wanted = np.arange(rows.start, rows.stop)
         copy = read_by_cpg(arr, wanted, np.arange(lo, hi), block=store.layout.sample_block)
         if beta is None:
-            beta = store.array("beta")[rows, lo:hi]
-    except Exception as err:  # a damaged shard: the codec says why
-        report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) does not decode: "
-                               f"{type(err).__name__}: {err}")
+            main = store.array("beta")
+            beta = read_checked(main, rows, slice(lo, hi), lambda: main[rows, lo:hi])
+    except CorruptStoreError as err:  # damaged bytes; any other error is a bug and propagates
+        report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) does not decode: {_why(err)}")
         return
     if not np.array_equal(copy, beta, equal_nan=True):
         i, j = (int(x[0]) for x in np.nonzero(~((copy == beta) | (np.isnan(copy) & np.isnan(beta)))))
         report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) differs from beta.zarr, e.g. at row "
                                f"{rows.start + i}, CpG {lo + j}: {copy[i, j]!r} vs {beta[i, j]!r}")
+
+
+def _why(err: CorruptStoreError) -> str:
+    """What a read found damaged, without the advice to run verify."""
+    return str(err).removesuffix(f"; {VERIFY_HINT}")
 
 
 def _check_recorded(store, report: VerifyReport, name: str, block: int, keys: list[str], recorded: dict) -> int:

@@ -9,19 +9,21 @@ new shards of it, beside those of beta).  A read of few CpGs then touches
 about one small chunk per CpG and sample block.
 
 * :func:`encode_shard` builds one of its shards (plain Zarr v3 sharding: the
-  chunks, then the index of little-endian (offset, length) pairs and its
-  crc32c), many times faster than zarr-python writing its many small chunks.
+  chunks, each ending in its crc32c, then the index of little-endian (offset,
+  length) pairs and its crc32c), many times faster than zarr-python writing its
+  many small chunks.
 * :func:`plan_gather` (pure) says which chunks of which shards hold the wanted
   cells and where each lands in the result.
 * :class:`ByCpgReader` reads a local store's shards: per shard the index once,
-  then the wanted chunks with ``pread`` (decoded if compressed) into slots of
+  then the wanted chunks with ``pread`` (checked, decoded if compressed) into slots of
   one buffer, then one numpy gather into the result; threads across shards.
 * :func:`read_by_cpg` uses it, or zarr's own selection (S3 stores, other
   codecs): the same values either way.
 * :func:`by_cpg_cheaper` decides, from the request alone, whether the
   companion or the main array is cheaper to read.
 
-Only numpy is imported at module level: the xarray backend imports this module.
+Only numpy (and xr_methyl's own light modules) is imported at module level: the xarray backend
+imports this module.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from xr_methyl.errors import CorruptStoreError
+from xr_methyl.zarrio.integrity import (
+    VERIFY_HINT,
+    InnerCodecs,
+    checksum_mismatch,
+    decode_failure,
+)
 
 #: Codecs of the companion's inner chunks: stored as they are, or zstd (level 3).
 CODECS = ("raw", "zstd")
@@ -58,12 +68,14 @@ def shard_width(cpg_shard: int, chunk: int, n_cpgs: int) -> int:
     return cpg_shard if cpg_shard % chunk == 0 or n_cpgs > cpg_shard else math.ceil(cpg_shard / chunk) * chunk
 
 
-def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> bytes | None:
+def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str, checksum: bool = True) -> bytes | None:
     """One shard of the companion: ``values`` (sample block x up to ``width`` CpGs, float32) encoded.
 
     Inner chunks that are all NaN (the fill value) are not stored; None when
-    every chunk is.  The result is plain Zarr v3 sharding (index at the end,
-    crc32c), as zarr itself would write it with the companion's codecs.
+    every chunk is.  ``checksum``: each chunk ends in the crc32c of its encoded
+    bytes (the inner codecs end in ``crc32c``; False for copies created before).
+    The result is plain Zarr v3 sharding (index at the end, crc32c), as zarr
+    itself would write it with the companion's codecs.
     """
     import google_crc32c
 
@@ -78,13 +90,17 @@ def encode_shard(values: np.ndarray, *, chunk: int, width: int, codec: str) -> b
     if not len(stored):
         return None
     if codec == "raw":
-        parts = [cells[stored].tobytes()]
+        parts = [cells[j].tobytes() for j in stored] if checksum else [cells[stored].tobytes()]
         lengths = np.full(len(stored), rows * chunk * 4, dtype=np.uint64)
     elif codec == "zstd":
         parts = _compress_chunks(cells, stored)
         lengths = np.fromiter(map(len, parts), dtype=np.uint64, count=len(parts))
     else:
         raise ValueError(f"companion codec {codec!r}: expected one of {', '.join(CODECS)}")
+    if checksum:
+        crc = google_crc32c.value
+        parts = [part + crc(part).to_bytes(4, "little") for part in parts]
+        lengths += 4
     index = np.full((1, n_chunks, 2), EMPTY, dtype="<u8")
     index[0, stored, 1] = lengths
     index[0, stored, 0] = np.cumsum(lengths) - lengths
@@ -203,33 +219,43 @@ def read_by_cpg(array, rows: np.ndarray, cols: np.ndarray, *, block: int) -> np.
     return read_rows(array, rows, cols, chunk_rows=block)
 
 
+def _zstd_errors() -> tuple[type[Exception], ...]:
+    """What the zstd decoders raise for bytes they cannot decode (zstandard's, else numcodecs')."""
+    try:
+        import zstandard
+
+        return (zstandard.ZstdError, RuntimeError, ValueError)
+    except ImportError:
+        return (RuntimeError, ValueError)
+
+
 class ByCpgReader:
     """Cells of the companion's shards in local files: the wanted inner chunks only, gathered at once.
 
     Handles exactly what :func:`encode_shard` (or zarr, with the same codecs)
     writes: 2-D float32, one inner chunk per shard row, codecs ``bytes``
-    (little-endian) alone or + ``zstd``, the index at the end with its crc32c.
-    :meth:`for_array` says None for anything else.
+    (little-endian) alone or + ``zstd``, each + ``crc32c`` or not (checked
+    here), the index at the end with its crc32c.  :meth:`for_array` says None
+    for anything else.
     """
 
-    def __init__(self, array, root: str, codec: str) -> None:
+    def __init__(self, array, root: str, codecs: InnerCodecs) -> None:
         self.array = array
         self.root = root
-        self.codec = codec
+        self.codecs = codecs
         self.block, self.width = array.metadata.chunk_grid.chunk_shape
         self.chunk = array.metadata.codecs[0].chunk_shape[1]
         self.n_chunks = self.width // self.chunk
         self.chunk_bytes = self.block * self.chunk * 4
         self.fill = np.full(self.block * self.chunk, array.metadata.fill_value, dtype="<f4").tobytes()
         self._local = threading.local()
+        self._decode_errors = _zstd_errors()
 
     @classmethod
     def for_array(cls, array) -> ByCpgReader | None:
         """A reader for ``array``, or None if its layout, codecs or store are not the ones handled here."""
         try:
-            from zarr.codecs import ZstdCodec
-
-            from xr_methyl.zarrio.rowread import little_endian, local_sharding
+            from xr_methyl.zarrio.rowread import local_sharding
 
             found = local_sharding(array)
             if found is None or np.dtype(array.dtype) != np.float32:
@@ -239,14 +265,10 @@ class ByCpgReader:
                 return None
             if sharding.index_location.value != "end":
                 return None
-            inner = sharding.codecs
-            if len(inner) == 1 and little_endian(inner[0]):
-                codec = "raw"
-            elif len(inner) == 2 and little_endian(inner[0]) and isinstance(inner[1], ZstdCodec):
-                codec = "zstd"
-            else:
+            codecs = InnerCodecs.of(sharding)
+            if codecs is None or codecs.compressor not in (None, "zstd"):
                 return None
-            return cls(array, root, codec)
+            return cls(array, root, codecs)
         except (ImportError, AttributeError, TypeError, ValueError):  # another zarr: let zarr read
             return None
 
@@ -280,17 +302,11 @@ class ByCpgReader:
         try:
             index = self._index(fd, path)
             where = index[plan.chunks]
-            fill, size = self.fill, self.chunk_bytes
-            if self.codec == "raw":
-                if np.any((where[:, 1] != size) & (where[:, 0] != EMPTY)):
-                    raise ValueError(f"{path}: an inner chunk is not {size} bytes long")
-                parts = [fill if o == EMPTY else os.pread(fd, n, o) for o, n in where.tolist()]
-            else:
-                decode = self._decoder()
-                parts = [fill if o == EMPTY else decode(os.pread(fd, n, o)) for o, n in where.tolist()]
+            fill = self.fill
+            decode = self._decoder() if self.codecs.compressor else None
+            parts = [fill if o == EMPTY else self._chunk(fd, path, plan.chunks[k], o, n, decode)
+                     for k, (o, n) in enumerate(where.tolist())]
             data = b"".join(parts)
-            if len(data) != len(parts) * size:
-                raise ValueError(f"{path}: an inner chunk is truncated or does not decode to {size} bytes")
         finally:
             os.close(fd)
         cells = np.frombuffer(data, dtype="<f4").reshape(len(parts), self.block, self.chunk)
@@ -301,6 +317,25 @@ class ByCpgReader:
             out[rows[0] : rows[0] + self.block, plan.cols] = values.T  # a whole block, in order
         else:
             out[np.ix_(rows, np.arange(plan.cols.start, plan.cols.stop))] = values[:, in_block].T
+
+    def _chunk(self, fd: int, path: str, j: int, offset: int, length: int, decode) -> bytes:
+        """Inner chunk ``j`` of a shard (``length`` bytes at ``offset``), checked and decoded."""
+        raw = os.pread(fd, length, offset)
+        data = self.codecs.payload(raw) if len(raw) == length else None
+        if data is not None and decode is not None:
+            try:
+                data = decode(data)
+            except self._decode_errors as err:
+                raise decode_failure(f"{path}: inner chunk (0, {j})", err) from err
+        if data is None or len(data) != self.chunk_bytes:  # thousands of chunks per read: name it only here
+            where = f"{path}: inner chunk (0, {j})"
+            if len(raw) != length:
+                raise CorruptStoreError(f"{where} is truncated ({len(raw)} of {length} bytes); {VERIFY_HINT}")
+            if data is None:
+                raise checksum_mismatch(where)
+            raise CorruptStoreError(f"{where} holds {len(data)} bytes once decoded, not {self.chunk_bytes}; "
+                                    f"{VERIFY_HINT}")
+        return data
 
     def _decoder(self):
         """A zstd decoder for this thread (zstandard's, with a reused context, if installed)."""

@@ -2,8 +2,9 @@
 
 xr_methyl writes and reads plain Zarr v3, but a few of its fast paths reach
 below zarr-python's public API: running a coroutine on zarr's event loop,
-storing a ready-made shard object, recognising a regular chunk grid and
-wrapping a store so that each object written through it is observed.  These
+its buffer prototype, storing a ready-made shard object, recognising a
+regular chunk grid and wrapping a store so that each object written through
+it is observed.  These
 names are not promised by zarr-python; a zarr upgrade is checked here (and by
 ``tests/zarrio``), and each caller keeps a path that works without them where
 one exists.  zarr is imported inside the functions: the xarray backend imports
@@ -33,11 +34,16 @@ def sync(coroutine: Coroutine) -> Any:
     return run(coroutine)
 
 
-def set_object(store, key: str, data: bytes) -> None:
-    """Store ``data`` as the object ``key`` of a zarr store, as zarr itself would write it."""
+def buffer_prototype():
+    """zarr's default buffer prototype (what a store's ``get`` and ``set`` take)."""
     from zarr.core.buffer import default_buffer_prototype
 
-    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    return default_buffer_prototype()
+
+
+def set_object(store, key: str, data: bytes) -> None:
+    """Store ``data`` as the object ``key`` of a zarr store, as zarr itself would write it."""
+    sync(store.set(key, buffer_prototype().buffer.from_bytes(data)))
 
 
 def regular_grid(metadata) -> bool:

@@ -7,14 +7,20 @@ copies of the values; so:
 
 * every read is a slice of adjacent rows (:func:`plan_row_reads`);
 * on a local store with the layout xr_methyl writes (shards of one-row inner
-  chunks; bytes + zstd or blosc; the default shard index with its crc32c), the
-  inner chunks of each row are read with ``pread`` and decoded straight into the
-  result by a few threads (:class:`LocalShardReader`, several times faster than
-  zarr-python 3.1 on the same files);
+  chunks; bytes + zstd or blosc, + crc32c in stores written since the inner
+  chunks have checksums; the default shard index with its crc32c), the inner
+  chunks of each row are read with ``pread``, checked and decoded straight into
+  the result by a few threads (:class:`LocalShardReader`, several times faster
+  than zarr-python 3.1 on the same files);
 * otherwise zarr reads the slices concurrently on its event loop, straight into
   the result.
 
-Only numpy is imported at module level: the xarray backend imports this module.
+Damaged bytes raise :class:`~xr_methyl.errors.CorruptStoreError` naming the
+shard and the inner chunk, whichever reader meets them; any other failure
+propagates as itself (see :mod:`xr_methyl.zarrio.integrity`).
+
+Only numpy (and xr_methyl's own light modules) is imported at module level: the xarray backend
+imports this module.
 """
 
 from __future__ import annotations
@@ -25,6 +31,17 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from xr_methyl.errors import CorruptStoreError
+from xr_methyl.zarrio.integrity import (
+    VERIFY_HINT,
+    InnerCodecs,
+    check_shard_index,
+    checksum_mismatch,
+    decode_failure,
+    little_endian,
+    read_checked,
+)
 
 #: Offset and length of an inner chunk that was never written (all fill value).
 _EMPTY = np.uint64(2**64 - 1)
@@ -101,7 +118,7 @@ def read_rows(array, rows: np.ndarray, cpg_key, *, chunk_rows: int = 1) -> np.nd
         jobs = [((slice(lo, hi), cpg_key), out[at : at + hi - lo]) for lo, hi, at in plan.direct]
         buffers = [np.empty((hi - lo, width), dtype=array.dtype) for lo, hi, _, _ in plan.gathered]
         jobs += [((slice(lo, hi), cpg_key), buf) for (lo, hi, _, _), buf in zip(plan.gathered, buffers)]
-        _zarr_read_into(array, jobs)
+        read_checked(array, rows, cpg_key, lambda: _zarr_read_into(array, jobs))
         for (_, _, positions, offsets), buf in zip(plan.gathered, buffers):
             out[positions] = buf[offsets]
     dst, src = plan.repeats
@@ -143,15 +160,17 @@ class LocalShardReader:
 
     Applies to the layout xr_methyl writes and nothing else (:meth:`for_array`
     says None otherwise): shards whose inner chunks are one row high, inner
-    codecs ``bytes`` (little-endian) + ``zstd`` or ``blosc``, and zarr's default
-    shard index (little-endian offsets and lengths, then a crc32c, checked
-    here).  The files are plain Zarr v3; this is only a faster way to read them.
+    codecs ``bytes`` (little-endian) + ``zstd`` or ``blosc`` (+ ``crc32c``,
+    checked here), and zarr's default shard index (little-endian offsets and
+    lengths, then a crc32c, checked here).  The files are plain Zarr v3; this is
+    only a faster way to read them.
     """
 
-    def __init__(self, array, root: str, codec, index_at_end: bool) -> None:
+    def __init__(self, array, root: str, codecs: InnerCodecs, index_at_end: bool) -> None:
         self.array = array
         self.root = root
-        self.codec = codec
+        self.codecs = codecs
+        self.decode = codecs.decoder()  # numcodecs' decoders are safe to share between threads
         self.index_at_end = index_at_end
         sharding = array.metadata.codecs[0]
         self.shard_rows, self.shard_cols = array.metadata.chunk_grid.chunk_shape
@@ -166,9 +185,6 @@ class LocalShardReader:
     def for_array(cls, array) -> LocalShardReader | None:
         """A reader for ``array``, or None if its layout, codecs or store are not the ones handled here."""
         try:
-            import numcodecs
-            from zarr.codecs import BloscCodec, ZstdCodec
-
             found = local_sharding(array)
             if found is None:
                 return None
@@ -178,16 +194,10 @@ class LocalShardReader:
             dtype = np.dtype(array.dtype)
             if dtype.kind not in "fiu" or (dtype.itemsize > 1 and dtype.byteorder == ">") or sys.byteorder != "little":
                 return None
-            inner = sharding.codecs
-            if len(inner) != 2 or not little_endian(inner[0]):
+            codecs = InnerCodecs.of(sharding)
+            if codecs is None or codecs.compressor is None:
                 return None
-            if isinstance(inner[1], ZstdCodec):
-                codec = numcodecs.Zstd()
-            elif isinstance(inner[1], BloscCodec):
-                codec = numcodecs.Blosc()
-            else:
-                return None
-            return cls(array, root, codec, index_at_end=sharding.index_location.value == "end")
+            return cls(array, root, codecs, index_at_end=sharding.index_location.value == "end")
         except (ImportError, AttributeError, TypeError, ValueError):  # another zarr: let zarr read
             return None
 
@@ -247,13 +257,23 @@ class LocalShardReader:
                 if offset == _EMPTY:
                     target[...] = self.fill
                     continue
+                where = f"{path}: inner chunk ({in_block}, {j})"
                 raw = os.pread(fd, int(length), int(offset))
                 if len(raw) != length:
-                    raise ValueError(f"{path}: inner chunk ({in_block}, {j}) is truncated")
-                if isinstance(picked, slice) and target.size == width:
-                    self.codec.decode(raw, out=target)
-                else:  # part of the chunk is wanted (or it runs past the array's end)
-                    target[...] = np.frombuffer(self.codec.decode(raw), dtype=out.dtype)[picked]
+                    raise CorruptStoreError(f"{where} is truncated ({len(raw)} of {length} bytes); {VERIFY_HINT}")
+                data = self.codecs.payload(raw)
+                if data is None:
+                    raise checksum_mismatch(where)
+                try:
+                    if isinstance(picked, slice) and target.size == width:
+                        self.decode(data, out=target)
+                        continue
+                    decoded = np.frombuffer(self.decode(data), dtype=out.dtype)
+                except (RuntimeError, ValueError) as err:  # numcodecs' zstd and blosc refusing the bytes
+                    raise decode_failure(where, err) from err
+                if len(decoded) != width:
+                    raise CorruptStoreError(f"{where} decodes to {len(decoded)} values, not {width}; {VERIFY_HINT}")
+                target[...] = decoded[picked]  # part of the chunk is wanted (or it runs past the array's end)
         finally:
             if fd is not None:
                 os.close(fd)
@@ -268,13 +288,6 @@ class LocalShardReader:
         with self._lock:
             self._indexes[key] = index
         return index
-
-
-def little_endian(codec) -> bool:
-    """Whether a zarr codec is the ``bytes`` codec, little-endian."""
-    from zarr.codecs import BytesCodec
-
-    return isinstance(codec, BytesCodec) and getattr(codec.endian, "value", codec.endian) in ("little", None)
 
 
 def local_sharding(array):
@@ -302,14 +315,6 @@ def local_sharding(array):
 
 def read_shard_index(fd: int, path: str, n_bytes: int, *, at_end: bool = True) -> np.ndarray:
     """The index of one shard file, (offset, length) pairs as rows, checked against its crc32c."""
-    import google_crc32c
-
     size = os.fstat(fd).st_size
     at = size - n_bytes if at_end else 0
-    raw = os.pread(fd, n_bytes, at) if at >= 0 else b""
-    if len(raw) != n_bytes:
-        raise ValueError(f"{path}: too short for a shard index ({size} bytes)")
-    body, crc = raw[:-4], raw[-4:]
-    if np.uint32(google_crc32c.value(body)).tobytes() != crc:
-        raise ValueError(f"{path}: the shard index does not match its checksum")
-    return np.frombuffer(body, dtype="<u8").reshape(-1, 2)
+    return check_shard_index(os.pread(fd, n_bytes, at) if at >= 0 else b"", path, n_bytes, size)
