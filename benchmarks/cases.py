@@ -139,9 +139,12 @@ def build_one_batch_warehouse(p: dict[str, Any]) -> dict[str, Any]:
     for batch_id in dict.fromkeys(members["batch_id"].to_pylist()):
         for table in ("beta", "coverage"):
             rows = pads.dataset(_source_files(p["source"], table, [batch_id])).to_table(
-                filter=pc.field("sample_id").isin(wanted))
-            dst.append(table, rows.set_column(rows.schema.get_field_index("batch_id"), "batch_id",
-                                              pa.array(["P000"] * len(rows))))
+                filter=pc.field("sample_id").isin(wanted)
+            )
+            dst.append(
+                table,
+                rows.set_column(rows.schema.get_field_index("batch_id"), "batch_id", pa.array(["P000"] * len(rows))),
+            )
     return {"seconds": time.perf_counter() - t0, "batches": {"P000": p["samples"]}}
 
 
@@ -184,8 +187,13 @@ def ingest(p: dict[str, Any]) -> dict[str, Any]:
 
         t0 = time.perf_counter()
         # dask's own worker settings (its MALLOC_TRIM_THRESHOLD_ included), as a user's cluster has them.
-        cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=1, processes=True,
-                               dashboard_address=None, memory_limit=p.get("worker_memory", "3GiB"))
+        cluster = LocalCluster(
+            n_workers=p["workers"],
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=p.get("worker_memory", "3GiB"),
+        )
         client = Client(cluster)
         # Worker start-up stays out of the timed region, as the imports of the single process do.
         for module in ("xr_methyl.ingest.loader", "xr_methyl.ingest.locate", "pyarrow.parquet", "zarr"):
@@ -199,8 +207,15 @@ def ingest(p: dict[str, Any]) -> dict[str, Any]:
         extra["worker_peak_rss"] = max(client.run(peak_rss).values())
         client.close()
         cluster.close()
-    return {"seconds": seconds, "long_rows": report.long_rows, "rows_per_s": report.long_rows / seconds,
-            "stages": report.seconds, "rss_before": rss0, "samples": len(report.ingested), **extra}
+    return {
+        "seconds": seconds,
+        "long_rows": report.long_rows,
+        "rows_per_s": report.long_rows / seconds,
+        "stages": report.seconds,
+        "rss_before": rss0,
+        "samples": len(report.ingested),
+        **extra,
+    }
 
 
 @case
@@ -283,8 +298,11 @@ def build_read_store(p: dict[str, Any]) -> dict[str, Any]:
             append_seconds[i].append(time.perf_counter() - t1)
         n += block
         k += 1
-    out: dict[str, Any] = {"seconds": time.perf_counter() - t0, "samples": len(store.sample_ids),
-                           "bytes": store.info()["bytes"]}
+    out: dict[str, Any] = {
+        "seconds": time.perf_counter() - t0,
+        "samples": len(store.sample_ids),
+        "bytes": store.info()["bytes"],
+    }
     if append_seconds[0]:
         out["append_seconds"] = float(np.median(append_seconds[0]))
     if twin is not None:
@@ -311,8 +329,13 @@ def _repeat(fn, times: int, *, count_bytes: bool = False) -> tuple[dict[str, Any
             first_bytes = counter.bytes_read
             counter.remove()
     steady = seconds[1:] or seconds
-    timings = {"seconds": float(np.median(steady)), "first_seconds": seconds[0], "all_seconds": seconds,
-               "checksum": float(np.nansum(value, dtype=np.float64)), "shape": list(value.shape)}
+    timings = {
+        "seconds": float(np.median(steady)),
+        "first_seconds": seconds[0],
+        "all_seconds": seconds,
+        "checksum": float(np.nansum(value, dtype=np.float64)),
+        "shape": list(value.shape),
+    }
     if count_bytes:
         timings["bytes"] = first_bytes
     return timings, value
@@ -405,16 +428,25 @@ def read_cpgs(p: dict[str, Any]) -> dict[str, Any]:
         return _repeat(fn, p.get("repeats", 3), count_bytes=True)
 
     some, some_values = runs(lambda: xr.open_dataset(p["store"], engine="methylzarr").beta.isel(cpg=cols).values)
-    main, main_values = runs(lambda: read_rows(MethylStore.open(p["store"]).array("beta"), rows, cols,
-                                               chunk_rows=store.layout.chunk_rows))
+    main, main_values = runs(
+        lambda: read_rows(MethylStore.open(p["store"]).array("beta"), rows, cols, chunk_rows=store.layout.chunk_rows)
+    )
     full, full_values = runs(lambda: xr.open_dataset(p["store"], engine="methylzarr").beta.values)
     assert np.array_equal(full_values[:, cols], some_values, equal_nan=True)
     assert np.array_equal(main_values, some_values, equal_nan=True)
-    return {"scattered_seconds": some["seconds"], "scattered_all_seconds": some["all_seconds"],
-            "scattered_bytes": some["bytes"], "main_scattered_seconds": main["seconds"],
-            "main_scattered_all_seconds": main["all_seconds"], "main_scattered_bytes": main["bytes"],
-            "full_seconds": full["seconds"], "full_all_seconds": full["all_seconds"], "full_bytes": full["bytes"],
-            "by_cpg": store.manifest.layout.to_json().get("by_cpg"), "shape": list(full_values.shape)}
+    return {
+        "scattered_seconds": some["seconds"],
+        "scattered_all_seconds": some["all_seconds"],
+        "scattered_bytes": some["bytes"],
+        "main_scattered_seconds": main["seconds"],
+        "main_scattered_all_seconds": main["all_seconds"],
+        "main_scattered_bytes": main["bytes"],
+        "full_seconds": full["seconds"],
+        "full_all_seconds": full["all_seconds"],
+        "full_bytes": full["bytes"],
+        "by_cpg": store.manifest.layout.to_json().get("by_cpg"),
+        "shape": list(full_values.shape),
+    }
 
 
 # ----------------------------------------------------------------------------- appends
@@ -482,7 +514,8 @@ def append(p: dict[str, Any]) -> dict[str, Any]:
             "existing_shard_bytes_read": sum(n for f, n in counters[path]["read"].items() if f in existing_data),
             "existing_shards_rewritten": sum(1 for f in existing_data if after.get(f) != before[path][f]),
             "existing_metadata_rewritten": sorted(
-                os.path.relpath(f, root) for f in before[path]
+                os.path.relpath(f, root)
+                for f in before[path]
                 if f not in existing_data and after.get(f) != before[path][f]
             ),
             "new_bytes_written": counters[path]["written"] // len(times[path]),
@@ -516,8 +549,9 @@ def build_index_store(p: dict[str, Any]) -> dict[str, Any]:
     table = _axis_table(p["cpgs"])
     store = MethylStore.create(p["store"], cpg_ids=table)
     shape = (8, store.n_cpgs)
-    store.append("B0", [f"S{i}" for i in range(8)], np.full(shape, np.nan, np.float32),
-                 np.zeros(shape, store.coverage_dtype))
+    store.append(
+        "B0", [f"S{i}" for i in range(8)], np.full(shape, np.nan, np.float32), np.zeros(shape, store.coverage_dtype)
+    )
     return {"seconds": time.perf_counter() - t0}
 
 
@@ -551,8 +585,14 @@ def open_index(p: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     region = ds.methyl.region(chrom, start, end)
     t_region = time.perf_counter() - t0
-    return {"open_seconds": t_open, "open_rss_growth": rss_open, "sel_seconds": t_sel,
-            "region_seconds": t_region, "region_cpgs": int(region.sizes["cpg"]), "rss_growth": rss_now() - rss0}
+    return {
+        "open_seconds": t_open,
+        "open_rss_growth": rss_open,
+        "sel_seconds": t_sel,
+        "region_seconds": t_region,
+        "region_cpgs": int(region.sizes["cpg"]),
+        "rss_growth": rss_now() - rss0,
+    }
 
 
 @case

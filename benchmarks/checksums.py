@@ -46,8 +46,9 @@ def variants(n_cpgs: int) -> list[tuple[str, int, Callable[[], object]]]:
     beta, coverage = generate(8, n_cpgs, seed=2)
     width = 65536
     rows = [np.ascontiguousarray(beta[i, j : j + width]) for i in range(len(beta)) for j in range(0, n_cpgs, width)]
-    counts = [np.ascontiguousarray(coverage[i, j : j + width])
-              for i in range(len(beta)) for j in range(0, n_cpgs, width)]
+    counts = [
+        np.ascontiguousarray(coverage[i, j : j + width]) for i in range(len(beta)) for j in range(0, n_cpgs, width)
+    ]
     small = np.ascontiguousarray(beta.reshape(8, -1, 64).transpose(1, 0, 2))  # the copy's 8 x 64 chunks
     zstd, zstd_sum = numcodecs.Zstd(level=3), numcodecs.Zstd(level=3, checksum=True)
     blosc = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             times[i].append((time.thread_time() - t0) / n)
     for (name, _, _), runs in zip(cases, times):
         print(f"{name:34s} {np.median(runs) * 1e6:9.2f} us of CPU per chunk (median of {args.rounds})")
+
 
 if __name__ == "__main__":
     main()

@@ -49,8 +49,9 @@ def _write(path: Path, columns: dict[str, pa.Array], *, header: str | None = Non
         pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none"))
 
 
-def generate(fmt: str, lines: int, folder: Path, axis: tuple[np.ndarray, np.ndarray],
-             rng: np.random.Generator) -> tuple[Path, int, list[str]]:
+def generate(
+    fmt: str, lines: int, folder: Path, axis: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+) -> tuple[Path, int, list[str]]:
     """A file of about ``lines`` lines over the first CpGs of ``axis``; returns (path, lines, import options)."""
     per_cpg = {"bismark-cov": 2, "bismark-report": 2, "bedmethyl": 4, "methylkit": 2, "methyldackel": 2}.get(fmt, 1)
     n = max(1, lines // per_cpg)
@@ -60,8 +61,11 @@ def generate(fmt: str, lines: int, folder: Path, axis: tuple[np.ndarray, np.ndar
     if fmt == "array":
         probes = pa.array([f"cg{i:08d}" for i in range(n)])
         manifest = folder / "manifest.csv"
-        _write(manifest, {"probe_id": probes, "chrom": pa.array(names[chrom_index]), "pos": pa.array(pos)},
-               header="probe_id\tchrom\tpos\n")
+        _write(
+            manifest,
+            {"probe_id": probes, "chrom": pa.array(names[chrom_index]), "pos": pa.array(pos)},
+            header="probe_id\tchrom\tpos\n",
+        )
         values = {f"S{j:02d}_{lines}": pa.array(np.round(rng.random(n), 6)) for j in range(ARRAY_SAMPLES)}
         path = folder / "betas.tsv"
         _write(path, {"probe": probes, **values}, header="\t".join(["ID_REF", *values]) + "\n")
@@ -78,20 +82,42 @@ def generate(fmt: str, lines: int, folder: Path, axis: tuple[np.ndarray, np.ndar
         _write(path, {"c": chrom, "s": c_pos, "e": c_pos, "p": pct, "m": m, "u": u})
     elif fmt == "bismark-report":
         path = folder / f"{stem}.CpG_report.txt.gz"
-        _write(path, {"c": chrom, "p": c_pos, "s": strand, "m": m, "u": u, "x": np.full(2 * n, "CG"),
-                      "t": np.where(strand == "+", "CGA", "CGT")})
+        _write(
+            path,
+            {
+                "c": chrom,
+                "p": c_pos,
+                "s": strand,
+                "m": m,
+                "u": u,
+                "x": np.full(2 * n, "CG"),
+                "t": np.where(strand == "+", "CGA", "CGT"),
+            },
+        )
     elif fmt == "methylkit":
         path = folder / f"{stem}_CpG.methylKit"
         cov = np.maximum(m + u, 1)
         freq = np.round(100 * m / cov, 2)
-        _write(path, {"id": pa.array(np.char.add(np.char.add(chrom, "."), c_pos.astype(str))), "c": chrom,
-                      "b": c_pos, "s": np.where(strand == "+", "F", "R"), "n": cov, "f": freq,
-                      "t": np.round(100 - freq, 2)},
-               header="chrBase\tchr\tbase\tstrand\tcoverage\tfreqC\tfreqT\n")
+        _write(
+            path,
+            {
+                "id": pa.array(np.char.add(np.char.add(chrom, "."), c_pos.astype(str))),
+                "c": chrom,
+                "b": c_pos,
+                "s": np.where(strand == "+", "F", "R"),
+                "n": cov,
+                "f": freq,
+                "t": np.round(100 - freq, 2),
+            },
+            header="chrBase\tchr\tbase\tstrand\tcoverage\tfreqC\tfreqT\n",
+        )
     elif fmt == "methyldackel":
         path = folder / f"{stem}_CpG.bedGraph"
-        _write(path, {"c": chrom, "s": c_pos - 1, "e": c_pos, "p": pct.astype(np.int64), "m": m, "u": u},
-               header='track type="bedGraph" description="S1 CpG methylation levels"\n')
+        _write(
+            path,
+            {"c": chrom, "s": c_pos - 1, "e": c_pos, "p": pct.astype(np.int64), "m": m, "u": u},
+            header='track type="bedGraph" description="S1 CpG methylation levels"\n',
+        )
     elif fmt == "bedmethyl":
         path = folder / f"{stem}.bed.gz"
         start = np.repeat(c_pos - 1, 2)
@@ -102,11 +128,29 @@ def generate(fmt: str, lines: int, folder: Path, axis: tuple[np.ndarray, np.ndar
         mod = np.where(code == "m", mm, h)
         other = np.where(code == "m", h, mm)
         zeros = np.zeros(4 * n, np.int64)
-        _write(path, {"c": np.repeat(chrom, 2), "s": start, "e": start + 1, "code": code, "score": valid,
-                      "strand": np.repeat(strand, 2), "ts": start, "te": start + 1,
-                      "rgb": np.full(4 * n, "255,0,0"), "valid": valid,
-                      "pct": np.round(100 * mod / np.maximum(valid, 1), 2), "mod": mod, "canonical": uu,
-                      "other": other, "d": zeros, "f": zeros, "x": zeros, "nc": zeros})
+        _write(
+            path,
+            {
+                "c": np.repeat(chrom, 2),
+                "s": start,
+                "e": start + 1,
+                "code": code,
+                "score": valid,
+                "strand": np.repeat(strand, 2),
+                "ts": start,
+                "te": start + 1,
+                "rgb": np.full(4 * n, "255,0,0"),
+                "valid": valid,
+                "pct": np.round(100 * mod / np.maximum(valid, 1), 2),
+                "mod": mod,
+                "canonical": uu,
+                "other": other,
+                "d": zeros,
+                "f": zeros,
+                "x": zeros,
+                "nc": zeros,
+            },
+        )
         return path, 4 * n, []
     else:
         raise ValueError(fmt)
@@ -122,8 +166,9 @@ def _axis(warehouse: Path, lines: int) -> tuple[np.ndarray, np.ndarray]:
     chrom = names[chrom_index]
     wh = LocalWarehouse(warehouse)
     wh.create_tables()
-    wh.append("cpgs", pa.table({"cpg_id": np.char.add(np.char.add(chrom, ":"), pos.astype(str)), "chrom": chrom,
-                                "pos": pos}))
+    wh.append(
+        "cpgs", pa.table({"cpg_id": np.char.add(np.char.add(chrom, ":"), pos.astype(str)), "chrom": chrom, "pos": pos})
+    )
     return chrom_index, pos
 
 
@@ -149,8 +194,15 @@ def _child(args: list[str]) -> dict:
     report = import_batch(warehouse, get_format(fmt, manifest=manifest), [path], batch_id=f"{fmt}-{lines}")
     seconds = time.perf_counter() - started
     peak = _peak_rss()
-    return {"format": fmt, "lines": lines, "bytes": path.stat().st_size, "seconds": seconds,
-            "lines_per_s": lines / seconds, "peak_rss": peak, "rows": report.counts.sites}
+    return {
+        "format": fmt,
+        "lines": lines,
+        "bytes": path.stat().st_size,
+        "seconds": seconds,
+        "lines_per_s": lines / seconds,
+        "peak_rss": peak,
+        "rows": report.counts.sites,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,16 +225,33 @@ def main(argv: list[str] | None = None) -> int:
             sub = folder / f"{fmt}-{lines}"
             sub.mkdir(exist_ok=True)
             path, n, options = generate(fmt, lines, sub, axis, np.random.default_rng(1))
-            out = subprocess.run([sys.executable, "-m", "benchmarks.importers", "--child", fmt, str(path),
-                                  str(warehouse), str(n), *options], capture_output=True, text=True, check=False)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.importers",
+                    "--child",
+                    fmt,
+                    str(path),
+                    str(warehouse),
+                    str(n),
+                    *options,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
                 return 1
             result = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(result)
-            print(f"{fmt:<15} {result['lines']:>11,} lines {result['bytes'] / 2**20:8.1f} MiB "
-                  f"{result['seconds']:7.2f} s {result['lines_per_s']:>11,.0f} lines/s "
-                  f"peak RSS {result['peak_rss'] / 2**20:7.0f} MiB", flush=True)
+            print(
+                f"{fmt:<15} {result['lines']:>11,} lines {result['bytes'] / 2**20:8.1f} MiB "
+                f"{result['seconds']:7.2f} s {result['lines_per_s']:>11,.0f} lines/s "
+                f"peak RSS {result['peak_rss'] / 2**20:7.0f} MiB",
+                flush=True,
+            )
     (folder / "importers.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -537,8 +537,9 @@ def markdown(report: dict) -> str:
     if "codecs" in report:
         c = report["codecs"]
         lines.append(f"\nCodecs in layout {layout_label(c['layout'])}; numcodecs, one thread, inner chunks:\n")
-        lines.append("| codec | beta ratio | beta enc MiB/s | beta dec MiB/s | cov ratio | cov enc MiB/s "
-                     "| cov dec MiB/s |")
+        lines.append(
+            "| codec | beta ratio | beta enc MiB/s | beta dec MiB/s | cov ratio | cov enc MiB/s | cov dec MiB/s |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for name in CODECS:
             b, v = c["raw_beta"][name], c["raw_coverage"][name]

@@ -49,16 +49,27 @@ def write(path: Path, beta: np.ndarray, chunk: tuple[int, int]) -> dict:
 
     n_cpgs = beta.shape[1]
     shard_cols = min(SHARD_COLS, math.ceil(n_cpgs / chunk[1]) * chunk[1])
-    arr = zarr.create_array(str(path), shape=(0, n_cpgs), dtype="float32", chunks=chunk,
-                            shards=(SHARD_ROWS, shard_cols), compressors=ZstdCodec(level=3), fill_value=np.nan)
+    arr = zarr.create_array(
+        str(path),
+        shape=(0, n_cpgs),
+        dtype="float32",
+        chunks=chunk,
+        shards=(SHARD_ROWS, shard_cols),
+        compressors=ZstdCodec(level=3),
+        fill_value=np.nan,
+    )
     t0 = time.perf_counter()
     for lo in range(0, beta.shape[0], SHARD_ROWS):
         arr.resize((lo + SHARD_ROWS, n_cpgs))
         arr[lo : lo + SHARD_ROWS] = beta[lo : lo + SHARD_ROWS]
     seconds = time.perf_counter() - t0
     files = [p for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"]
-    return {"write_seconds": seconds, "bytes": sum(p.stat().st_size for p in files), "objects": len(files),
-            "shard_cols": shard_cols}
+    return {
+        "write_seconds": seconds,
+        "bytes": sum(p.stat().st_size for p in files),
+        "objects": len(files),
+        "shard_cols": shard_cols,
+    }
 
 
 def write_direct(path: Path, beta: np.ndarray, chunk: tuple[int, int]) -> float:
@@ -76,8 +87,15 @@ def write_direct(path: Path, beta: np.ndarray, chunk: tuple[int, int]) -> float:
     n_rows, n_cpgs = beta.shape
     ch, cw = chunk
     shard_cols = min(SHARD_COLS, math.ceil(n_cpgs / cw) * cw)
-    zarr.create_array(str(path), shape=(n_rows, n_cpgs), dtype="float32", chunks=chunk,
-                      shards=(SHARD_ROWS, shard_cols), compressors=ZstdCodec(level=3), fill_value=np.nan)
+    zarr.create_array(
+        str(path),
+        shape=(n_rows, n_cpgs),
+        dtype="float32",
+        chunks=chunk,
+        shards=(SHARD_ROWS, shard_cols),
+        compressors=ZstdCodec(level=3),
+        fill_value=np.nan,
+    )
     codec = numcodecs.Zstd(level=3)
     grid = (SHARD_ROWS // ch, shard_cols // cw)
 
@@ -97,8 +115,11 @@ def write_direct(path: Path, beta: np.ndarray, chunk: tuple[int, int]) -> float:
                 block = beta[b * SHARD_ROWS : (b + 1) * SHARD_ROWS, s * shard_cols : (s + 1) * shard_cols]
                 n_chunks = math.ceil(block.shape[1] / cw)
                 step = max(1, n_chunks // 8)
-                parts = [pool.submit(encode, block, i, j, min(j + step, n_chunks))
-                         for i in range(grid[0]) for j in range(0, n_chunks, step)]
+                parts = [
+                    pool.submit(encode, block, i, j, min(j + step, n_chunks))
+                    for i in range(grid[0])
+                    for j in range(0, n_chunks, step)
+                ]
                 index = np.full((*grid, 2), 2**64 - 1, dtype="<u8")
                 pieces, offset = [], 0
                 for (i, j0), part in zip([(i, j) for i in range(grid[0]) for j in range(0, n_chunks, step)], parts):
@@ -234,17 +255,25 @@ def measure(args) -> dict:
         entry["bytes_vs_main"] = entry["bytes"] / main["bytes"]
         if "full_seconds" in entry:
             entry["full_vs_main"] = entry["full_seconds"] / main["full_seconds"]
-    return {"samples": n_rows, "cpgs": args.cpgs, "scattered": args.scattered, "raw_bytes": beta.nbytes,
-            "layouts": results}
+    return {
+        "samples": n_rows,
+        "cpgs": args.cpgs,
+        "scattered": args.scattered,
+        "raw_bytes": beta.nbytes,
+        "layouts": results,
+    }
 
 
 def markdown(report: dict) -> str:
-    head = ("| layout | scattered read: time vs main full read | bytes vs full | full read vs main | "
-            "write time | on disk |")
-    title = (f"{report['samples']} samples x {report['cpgs']:,} CpGs "
-             f"(beta {report['raw_bytes'] / 2**20:,.0f} MiB raw), "
-             f"{report['scattered']:,} scattered CpGs; shards (8, {SHARD_COLS}); companion rows add to the main "
-             "array's write and disk.")
+    head = (
+        "| layout | scattered read: time vs main full read | bytes vs full | full read vs main | write time | on disk |"
+    )
+    title = (
+        f"{report['samples']} samples x {report['cpgs']:,} CpGs "
+        f"(beta {report['raw_bytes'] / 2**20:,.0f} MiB raw), "
+        f"{report['scattered']:,} scattered CpGs; shards (8, {SHARD_COLS}); companion rows add to the main "
+        "array's write and disk."
+    )
     lines = [title, "", head, "|---|---|---|---|---|---|"]
     for label, e in report["layouts"].items():
         full = f"{e['full_vs_main']:.2f}x ({e['full_seconds']:.2f} s)" if "full_vs_main" in e else "(main array)"
@@ -254,7 +283,8 @@ def markdown(report: dict) -> str:
             f"{e['write_vs_main']:.2f}x ({e['write_seconds']:.1f} s)"
             + (f"; encoded directly {e['direct_write_vs_main']:.2f}x" if "direct_write_vs_main" in e else "")
             + f" | {e['bytes_vs_main']:.2f}x "
-            f"({e['bytes'] / 2**20:,.0f} MiB, {e['objects']} objects) |")
+            f"({e['bytes'] / 2**20:,.0f} MiB, {e['objects']} objects) |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,19 @@ from xr_methyl.synthetic import build_cohort
 N_SAMPLES, N_CPGS, BATCH_SIZE = 20, 3000, 8
 
 #: Test folders from the lowest layer of the package up; folders not listed run last.
-LAYER_ORDER = ["zarrio", "storage", "warehouse", "store", "ingest", "dataset", "importers", "analysis", "cli",
-               "reliability", "examples"]
+LAYER_ORDER = [
+    "zarrio",
+    "storage",
+    "warehouse",
+    "store",
+    "ingest",
+    "dataset",
+    "importers",
+    "analysis",
+    "cli",
+    "reliability",
+    "examples",
+]
 
 
 def pytest_collection_modifyitems(items):
@@ -44,8 +55,12 @@ def read_truth(warehouse) -> Truth:
     from pyiceberg.catalog import load_catalog
 
     if isinstance(warehouse, LocalWarehouse):
-        catalog = load_catalog("xr_methyl", type="sql", uri=f"sqlite:///{warehouse.path}/catalog.db",
-                               warehouse=f"file://{warehouse.path}/warehouse")
+        catalog = load_catalog(
+            "xr_methyl",
+            type="sql",
+            uri=f"sqlite:///{warehouse.path}/catalog.db",
+            warehouse=f"file://{warehouse.path}/warehouse",
+        )
     else:
         catalog = load_catalog(warehouse.catalog_name, **warehouse.properties)
 

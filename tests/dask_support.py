@@ -18,8 +18,9 @@ def two_worker_client(*, env: dict[str, str] | None = None) -> Iterator:
     saved = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})
     try:
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                           memory_limit="1GiB")
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
+        )
     finally:
         for k, v in saved.items():
             if v is None:

@@ -266,8 +266,7 @@ def select_features(
     index = top[0].astype(np.int64)
     coords = {name: ("cpg", c.values[index]) for name, c in beta.coords.items() if c.dims == ("cpg",)}
     coords["n_samples"] = ("cpg", top[2].astype(np.int64))
-    attrs = {"method": method, "k": k, "min_samples": min_samples,
-             "ranked_by": "absolute value" if by_abs else "value"}
+    attrs = {"method": method, "k": k, "min_samples": min_samples, "ranked_by": "absolute value" if by_abs else "value"}
     if min_coverage is not None:
         attrs["min_coverage"] = min_coverage
     return xr.DataArray(top[1], dims="cpg", coords=coords, name=_STAT_NAME[method], attrs=attrs)
@@ -304,7 +303,12 @@ def _stats(
         cov = chunk_by_cpg(coverage, width).data
         data = da.where(cov >= min_coverage, data, np.nan)
     return data.map_blocks(
-        _column_stats, y, method, min_samples, dtype=np.float64, chunks=((2,), data.chunks[1]),
+        _column_stats,
+        y,
+        method,
+        min_samples,
+        dtype=np.float64,
+        chunks=((2,), data.chunks[1]),
         meta=np.empty((0, 0), dtype=np.float64),
     )
 

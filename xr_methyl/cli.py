@@ -24,8 +24,9 @@ from xr_methyl.redact import RedactingFilter, redact
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
     if not args.verbose:
@@ -37,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     except (MethylError, OSError, ValueError, TypeError) as err:
         message = err.message if hasattr(err, "message") else str(err)
         if isinstance(err, StoreNotFoundError) and err.location is not None:
-            message = (f"no methylzarr store at {err.location}; create one with: xr-methyl init {err.location} "
-                       "--warehouse WAREHOUSE")
+            message = (
+                f"no methylzarr store at {err.location}; create one with: xr-methyl init {err.location} "
+                "--warehouse WAREHOUSE"
+            )
         print(redact(f"xr-methyl {args.command}: error: {message}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -56,12 +59,18 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="build a synthetic cohort, create a store, ensure a subset twice")
     demo.add_argument("dir", nargs="?", default="xr-methyl-demo", help="folder for the demo (default: %(default)s)")
-    demo.add_argument("--athena", action="store_true",
-                      help="the production path on this machine, offline: the cohort in Iceberg tables on a "
-                           "local S3 and Glue (moto), read through AthenaWarehouse (PyAthena) from an Athena "
-                           "stand-in; needs the demo extra")
-    demo.add_argument("--store", help="the store's directory (default: DIR/cohort.methyl.zarr; with --athena "
-                                      "the store goes on moto's S3 unless a directory is given)")
+    demo.add_argument(
+        "--athena",
+        action="store_true",
+        help="the production path on this machine, offline: the cohort in Iceberg tables on a "
+        "local S3 and Glue (moto), read through AthenaWarehouse (PyAthena) from an Athena "
+        "stand-in; needs the demo extra",
+    )
+    demo.add_argument(
+        "--store",
+        help="the store's directory (default: DIR/cohort.methyl.zarr; with --athena "
+        "the store goes on moto's S3 unless a directory is given)",
+    )
     demo.add_argument("--samples", type=int, default=48, help="samples in the cohort (default: %(default)s)")
     demo.add_argument("--cpgs", type=int, default=200_000, help="CpGs in the cohort (default: %(default)s)")
     demo.add_argument("--batch-size", type=int, default=8, help="samples per batch (default: %(default)s)")
@@ -75,11 +84,20 @@ def _parser() -> argparse.ArgumentParser:
     _storage_options(init)
     init.add_argument("--warehouse", required=True, help="warehouse path or URI")
     init.add_argument("--coverage-dtype", default="uint16", choices=["uint8", "uint16", "uint32"])
-    init.add_argument("--by-cpg-chunk", type=int, default=0, metavar="W",
-                      help="also keep a CpG-major copy of beta with inner chunks of W CpGs (e.g. 64), which makes "
-                           "reads of few scattered CpGs fast; costs disk and append time (default: 0, none)")
-    init.add_argument("--by-cpg-codec", default="zstd", choices=["zstd", "raw"],
-                      help="codec of that copy: zstd (less disk) or raw (faster appends and reads)")
+    init.add_argument(
+        "--by-cpg-chunk",
+        type=int,
+        default=0,
+        metavar="W",
+        help="also keep a CpG-major copy of beta with inner chunks of W CpGs (e.g. 64), which makes "
+        "reads of few scattered CpGs fast; costs disk and append time (default: 0, none)",
+    )
+    init.add_argument(
+        "--by-cpg-codec",
+        default="zstd",
+        choices=["zstd", "raw"],
+        help="codec of that copy: zstd (less disk) or raw (faster appends and reads)",
+    )
     init.set_defaults(run=_init)
 
     ensure = sub.add_parser("ensure", help="ingest the given samples into a store if missing")
@@ -100,8 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check a store's files (and, optionally, cells against the warehouse)")
     verify.add_argument("store", help=STORE_HELP)
     _storage_options(verify)
-    verify.add_argument("--against-warehouse", type=int, default=0, metavar="N",
-                        help="also compare N random (sample, CpG) cells with the warehouse")
+    verify.add_argument(
+        "--against-warehouse",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also compare N random (sample, CpG) cells with the warehouse",
+    )
     verify.add_argument("--warehouse", help="warehouse path or URI (default: the one in the store's manifest)")
     verify.add_argument("--seed", type=int, default=None, help="seed of the random cells")
     verify.add_argument("--json", action="store_true", help="print JSON")
@@ -126,9 +149,15 @@ STORE_HELP = "store directory or s3://bucket/prefix"
 
 def _storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-o", "--storage-option", action="append", default=[], metavar="KEY=VALUE", dest="storage_options",
+        "-o",
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="storage_options",
         help="S3 store option, e.g. endpoint_url=http://localhost:9000, region=eu-west-1, profile=NAME "
-             "(repeatable; credentials come from the AWS chain: keep secrets off the command line)")
+        "(repeatable; credentials come from the AWS chain: keep secrets off the command line)",
+    )
 
 
 def _options(args) -> dict[str, str] | None:
@@ -145,8 +174,13 @@ def _init(args) -> int:
     from xr_methyl.store import Layout, MethylStore
 
     layout = Layout(by_cpg_chunk=args.by_cpg_chunk, by_cpg_codec=args.by_cpg_codec)
-    store = MethylStore.create(args.store, warehouse=args.warehouse, coverage_dtype=args.coverage_dtype,
-                               layout=layout, storage_options=_options(args))
+    store = MethylStore.create(
+        args.store,
+        warehouse=args.warehouse,
+        coverage_dtype=args.coverage_dtype,
+        layout=layout,
+        storage_options=_options(args),
+    )
     print(f"created {store.storage.uri}: {store.n_cpgs:,} CpGs from {store.manifest.warehouse}")
     return 0
 
@@ -198,20 +232,29 @@ def _info_lines(info: dict) -> list[str]:
         f"store      {info['path']}",
         f"samples    {info['samples']:,} in {info['batches']} batch(es) ({info['rows']:,} rows with padding)",
         f"cpgs       {info['cpgs']:,}",
-        (f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
-         f"coverage {info['coverage_dtype']}"
-         + (f"; CpG-major copy of beta in chunks of {layout['by_cpg']['chunk']} CpGs ({layout['by_cpg']['codec']})"
-            if layout.get("by_cpg") else "")),
+        (
+            f"layout     chunks {tuple(layout['chunk_shape'])}, shards {tuple(layout['shard_shape'])}, "
+            f"coverage {info['coverage_dtype']}"
+            + (
+                f"; CpG-major copy of beta in chunks of {layout['by_cpg']['chunk']} CpGs ({layout['by_cpg']['codec']})"
+                if layout.get("by_cpg")
+                else ""
+            )
+        ),
         f"warehouse  {info['warehouse']}",
     ]
     cost = info.get("warehouse_cost") or {}
     if cost.get("queries"):
-        lines.append(f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
-                     f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)")
-    lines.append(f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
-                 f"coverage {_size(info['bytes']['coverage'])}"
-                 + (f", its CpG-major copy {_size(info['bytes']['beta_by_cpg'])}" if "beta_by_cpg" in info["bytes"]
-                    else "") + ")")
+        lines.append(
+            f"paid       {cost['queries']} warehouse quer{'y' if cost['queries'] == 1 else 'ies'}, "
+            f"{_size(cost['bytes_scanned'])} scanned, about ${cost['dollars']:.4f} (Athena list price)"
+        )
+    lines.append(
+        f"on disk    {_size(info['bytes']['total'])} (beta {_size(info['bytes']['beta'])}, "
+        f"coverage {_size(info['bytes']['coverage'])}"
+        + (f", its CpG-major copy {_size(info['bytes']['beta_by_cpg'])}" if "beta_by_cpg" in info["bytes"] else "")
+        + ")"
+    )
     return lines
 
 
@@ -221,13 +264,30 @@ def _verify(args) -> int:
 
     if args.against_warehouse < 0:
         raise ValueError(f"--against-warehouse {args.against_warehouse}: expected a number of cells >= 0")
-    report = verify_store(args.store, warehouse=args.warehouse, cells=args.against_warehouse, seed=args.seed,
-                          storage_options=_options(args))
+    report = verify_store(
+        args.store,
+        warehouse=args.warehouse,
+        cells=args.against_warehouse,
+        seed=args.seed,
+        storage_options=_options(args),
+    )
     if isinstance(report.error, StoreNotFoundError) and report.error.location is not None and not args.json:
         raise report.error  # nothing there to verify: one line, which says how to create a store
     if args.json:
-        print(redact(json.dumps({"ok": report.ok, "path": report.path, "problems": report.problems,
-                                 "notes": report.notes, "checked": report.checked}, indent=2)))
+        print(
+            redact(
+                json.dumps(
+                    {
+                        "ok": report.ok,
+                        "path": report.path,
+                        "problems": report.problems,
+                        "notes": report.notes,
+                        "checked": report.checked,
+                    },
+                    indent=2,
+                )
+            )
+        )
     else:
         print(redact(report.summary()))
         for problem in report.problems:
@@ -251,8 +311,17 @@ def _gc(args) -> int:
     else:
         report = store.gc(warehouse=args.warehouse, dry_run=args.dry_run)
     if args.json:
-        print(json.dumps({"dry_run": report.dry_run, "bytes": report.bytes, "removed": report.removed,
-                          "broken_locks": report.broken_locks}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dry_run": report.dry_run,
+                    "bytes": report.bytes,
+                    "removed": report.removed,
+                    "broken_locks": report.broken_locks,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(report.summary())
     for key, size in report.removed:
@@ -292,10 +361,13 @@ def _demo_embedded(args, store_dir: Path) -> int:
     wh_dir = Path(args.dir) / "warehouse"
     print(f"1. Building a synthetic cohort in the embedded Iceberg warehouse {wh_dir}")
     t0 = time.perf_counter()
-    cohort = build_cohort(LocalWarehouse(wh_dir), n_samples=args.samples, n_cpgs=args.cpgs,
-                          batch_size=args.batch_size, seed=args.seed)
-    print(f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
-          f"({time.perf_counter() - t0:.1f} s)")
+    cohort = build_cohort(
+        LocalWarehouse(wh_dir), n_samples=args.samples, n_cpgs=args.cpgs, batch_size=args.batch_size, seed=args.seed
+    )
+    print(
+        f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
 
     print(f"2. Creating the store {store_dir} (CpG axis = the warehouse's cpgs table)")
     store = _demo_create_store(str(store_dir), None, LocalWarehouse(wh_dir))
@@ -303,8 +375,10 @@ def _demo_embedded(args, store_dir: Path) -> int:
 
     same, _ = _demo_ensure_twice(str(store_dir), None, _demo_subset(cohort, args), step=3)
     info = _demo_open(str(store_dir), None).info()
-    print(f"5. The store now holds {info['samples']} samples in {info['batches']} batches, "
-          f"{_size(info['bytes']['total'])} on disk")
+    print(
+        f"5. The store now holds {info['samples']} samples in {info['batches']} batches, "
+        f"{_size(info['bytes']['total'])} on disk"
+    )
     print(f"   try: xr-methyl info {store_dir}")
     return 0 if same else 1
 
@@ -317,20 +391,29 @@ def _demo_athena(args, local_store: Path | None) -> int:
     started = time.perf_counter()
     print("The production path on this machine, offline: Iceberg tables in S3 + Glue, queried with Athena")
     with local_aws.moto_server() as moto:
-        print(f"0. moto's S3 and Glue at {moto.endpoint} (dummy AWS credentials while it runs; "
-              f"{time.perf_counter() - started:.1f} s)")
+        print(
+            f"0. moto's S3 and Glue at {moto.endpoint} (dummy AWS credentials while it runs; "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
         glue = local_aws.glue_warehouse(moto, "methylation")
-        print(f"1. Building a synthetic cohort as Iceberg tables in Glue database {glue.namespace}, "
-              f"data in {glue.properties['warehouse']}")
+        print(
+            f"1. Building a synthetic cohort as Iceberg tables in Glue database {glue.namespace}, "
+            f"data in {glue.properties['warehouse']}"
+        )
         t0 = time.perf_counter()
-        cohort = build_cohort(glue, n_samples=args.samples, n_cpgs=args.cpgs, batch_size=args.batch_size,
-                              seed=args.seed)
-        print(f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
-              f"({time.perf_counter() - t0:.1f} s)")
+        cohort = build_cohort(
+            glue, n_samples=args.samples, n_cpgs=args.cpgs, batch_size=args.batch_size, seed=args.seed
+        )
+        print(
+            f"   {args.samples} samples in {len(cohort.batch_ids)} batches x {args.cpgs:,} CpGs "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
         with local_aws.start_standin(glue, moto, rows_per_file=1_000_000) as standin:
             athena = local_aws.athena_warehouse(standin, moto, moto.new_bucket("athena"), poll_interval=0.05)
-            print(f"   Athena stand-in at {standin.endpoint}: Athena's API; it runs the SQL it is sent "
-                  "on DuckDB over those tables")
+            print(
+                f"   Athena stand-in at {standin.endpoint}: Athena's API; it runs the SQL it is sent "
+                "on DuckDB over those tables"
+            )
             if local_store is None:
                 location = f"s3://{moto.new_bucket('store')}/cohort.methyl.zarr"
                 storage_options = {"endpoint_url": moto.endpoint}
@@ -344,20 +427,25 @@ def _demo_athena(args, local_store: Path | None) -> int:
             at_create = len(standin.executions)
             print(f"   {time.perf_counter() - t0:.2f} s, {at_create} Athena quer{'y' if at_create == 1 else 'ies'}")
 
-            same, ran = _demo_ensure_twice(location, storage_options, _demo_subset(cohort, args), step=3,
-                                           queries=lambda: len(standin.executions))
+            same, ran = _demo_ensure_twice(
+                location, storage_options, _demo_subset(cohort, args), step=3, queries=lambda: len(standin.executions)
+            )
             store = _demo_open(location, storage_options)
             print("5. What the first call paid, kept with each batch in the store's provenance:")
             queries = {q["query_id"]: q for entries in store.provenance.values() for e in entries for q in e["queries"]}
             for q in queries.values():
-                print(f"   {q['kind']:<20} query {q['query_id']}  {_size(q['bytes_scanned'])} scanned  "
-                      f"${q['dollars']:.7f}")
+                print(
+                    f"   {q['kind']:<20} query {q['query_id']}  {_size(q['bytes_scanned'])} scanned  "
+                    f"${q['dollars']:.7f}"
+                )
             print(f"6. xr-methyl info {location}")
             for line in _info_lines(store.info()):
                 print(f"   {line}")
         print("7. Stopped the Athena stand-in and moto's server; moto's S3 and Glue are gone with it")
-    print(f"   done in {time.perf_counter() - started:.1f} s; Athena queries: {at_create} to create the store, "
-          f"{ran[0]} for the first ensure, {ran[1]} for the second")
+    print(
+        f"   done in {time.perf_counter() - started:.1f} s; Athena queries: {at_create} to create the store, "
+        f"{ran[0]} for the first ensure, {ran[1]} for the second"
+    )
     if local_store is None:
         print(f"   the store {location} went with moto's S3; pass --store DIR to keep it on disk")
     else:
@@ -391,8 +479,9 @@ def _storage_kwargs(storage_options: dict | None) -> dict:
     return {} if storage_options is None else {"storage_options": storage_options}
 
 
-def _demo_ensure_twice(location: str, storage_options: dict | None, subset: list[str], *, step: int,
-                       queries=None) -> tuple[bool, tuple[int, int]]:
+def _demo_ensure_twice(
+    location: str, storage_options: dict | None, subset: list[str], *, step: int, queries=None
+) -> tuple[bool, tuple[int, int]]:
     """Ensure ``subset`` twice: the first call pays the warehouse, the second reads the cache only.
 
     Prints what each took; returns whether both gave the same values, and how
@@ -410,18 +499,24 @@ def _demo_ensure_twice(location: str, storage_options: dict | None, subset: list
     first = ds.methyl.ensure(subset)
     beta, coverage = first.beta.values, first.coverage.values
     t_first, n_first = time.perf_counter() - t0, count() - n0
-    print(f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}"
-          + (f", {n_first} warehouse queries" if queries else ""))
-    print(f"   values: {np.isnan(beta).mean():.1%} missing, mean beta {np.nanmean(beta):.6f}, "
-          f"{int(coverage.sum()):,} reads")
+    print(
+        f"   {t_first:.2f} s for beta {beta.shape} {beta.dtype}" + (f", {n_first} warehouse queries" if queries else "")
+    )
+    print(
+        f"   values: {np.isnan(beta).mean():.1%} missing, mean beta {np.nanmean(beta):.6f}, "
+        f"{int(coverage.sum()):,} reads"
+    )
 
     print(f"{step + 1}. The same call again: read from the cache only")
     t0, n0 = time.perf_counter(), count()
     again = ds.methyl.ensure(subset, progress=False)
     same = np.array_equal(beta, again.beta.values, equal_nan=True) and np.array_equal(coverage, again.coverage.values)
     t_again, n_again = time.perf_counter() - t0, count() - n0
-    print(f"   {t_again:.2f} s ({t_first / max(t_again, 1e-9):.0f}x faster)"
-          + (f", {n_again} warehouse queries" if queries else "") + f"; identical values: {same}")
+    print(
+        f"   {t_again:.2f} s ({t_first / max(t_again, 1e-9):.0f}x faster)"
+        + (f", {n_again} warehouse queries" if queries else "")
+        + f"; identical values: {same}"
+    )
     return same, (n_first, n_again)
 
 

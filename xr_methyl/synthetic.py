@@ -85,7 +85,12 @@ def _ids(prefix: str, n: int, min_width: int) -> list[str]:
 
 
 def _check_args(
-    n_samples: int, n_cpgs: int, batch_size: int, n_chroms: int, n_age_cpgs: int, missing_fraction: tuple[float, float],
+    n_samples: int,
+    n_cpgs: int,
+    batch_size: int,
+    n_chroms: int,
+    n_age_cpgs: int,
+    missing_fraction: tuple[float, float],
     null_beta_fraction: float,
 ) -> None:
     if n_samples < 1:

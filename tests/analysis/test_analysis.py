@@ -69,8 +69,12 @@ def matrix(values: np.ndarray) -> xr.DataArray:
     return xr.DataArray(
         values.astype(np.float32),
         dims=("sample", "cpg"),
-        coords={"sample": [f"S{i}" for i in range(n)], "cpg": [f"chr1:{100 + j}" for j in range(m)],
-                "chrom": ("cpg", ["chr1"] * m), "pos": ("cpg", 100 + np.arange(m))},
+        coords={
+            "sample": [f"S{i}" for i in range(n)],
+            "cpg": [f"chr1:{100 + j}" for j in range(m)],
+            "chrom": ("cpg", ["chr1"] * m),
+            "pos": ("cpg", 100 + np.arange(m)),
+        },
     )
 
 
@@ -143,8 +147,13 @@ def test_fewer_than_k_come_back_when_fewer_are_defined(awkward):
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, hst.tuples(hst.integers(1, 12), hst.integers(1, 5)),
-              elements=hst.sampled_from([np.nan, 0.0, 0.25, 0.5, 1.0, 3.0])))
+@given(
+    arrays(
+        np.float64,
+        hst.tuples(hst.integers(1, 12), hst.integers(1, 5)),
+        elements=hst.sampled_from([np.nan, 0.0, 0.25, 0.5, 1.0, 3.0]),
+    )
+)
 def test_nanrank_matches_scipy_rankdata(a):
     want = np.column_stack([st.rankdata(a[:, j], method="average", nan_policy="omit") for j in range(a.shape[1])])
     np.testing.assert_array_equal(analysis.nanrank(a), want)
@@ -213,8 +222,9 @@ def cached(cohort, tmp_path_factory):
     """A store holding N_SUBSET samples of the session cohort, from three batches."""
     from xr_methyl import LocalWarehouse
 
-    store = MethylStore.create(tmp_path_factory.mktemp("analysis") / "s.methyl.zarr",
-                               warehouse=LocalWarehouse(cohort.warehouse.path))
+    store = MethylStore.create(
+        tmp_path_factory.mktemp("analysis") / "s.methyl.zarr", warehouse=LocalWarehouse(cohort.warehouse.path)
+    )
     ids = cohort.sample_ids[:N_SUBSET]
     Loader(store).ingest(ids, progress=False)
     return store, ids

@@ -24,8 +24,9 @@ def client():
 
 @pytest.fixture(scope="module")
 def store_path(cohort, tmp_path_factory):
-    store = MethylStore.create(tmp_path_factory.mktemp("dist") / "s.methyl.zarr",
-                               warehouse=LocalWarehouse(cohort.warehouse.path))
+    store = MethylStore.create(
+        tmp_path_factory.mktemp("dist") / "s.methyl.zarr", warehouse=LocalWarehouse(cohort.warehouse.path)
+    )
     Loader(store).ingest(cohort.sample_ids, progress=False)
     return store.storage.root
 

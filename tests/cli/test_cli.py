@@ -8,8 +8,9 @@ import pytest
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "xr_methyl.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "xr_methyl.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_demo_runs_end_to_end(tmp_path):
@@ -44,8 +45,10 @@ def test_init_ensure_info(own_cohort, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("info", "{tmp}/nowhere"), ("no methylzarr store at {tmp}/nowhere; create one with: xr-methyl init "
-                                     "{tmp}/nowhere --warehouse")),
+        (
+            ("info", "{tmp}/nowhere"),
+            ("no methylzarr store at {tmp}/nowhere; create one with: xr-methyl init {tmp}/nowhere --warehouse"),
+        ),
         (("ensure", "{tmp}/nowhere", "S1"), "create one with: xr-methyl init {tmp}/nowhere"),
         (("verify", "{tmp}/nowhere"), "create one with: xr-methyl init {tmp}/nowhere"),
         (("gc", "{tmp}/nowhere"), "create one with: xr-methyl init {tmp}/nowhere"),

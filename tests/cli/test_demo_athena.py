@@ -66,8 +66,9 @@ print(json.dumps(reports))
 
 def probe(*runs: tuple[list[str], str]) -> tuple[list[dict], str]:
     """Run ``main(argv)`` for each ``(argv, inject)`` in one fresh process; its reports and stderr."""
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(runs)], check=False, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(runs)], check=False, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), done.stderr
 
@@ -85,8 +86,10 @@ def values_line(output: str) -> str:
 
 def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_path, capsys):
     # The store on moto's S3 (the default), then the same run keeping the store on disk.
-    [on_s3, on_disk], err = probe((["demo", "--athena", str(tmp_path), *SMALL], "none"),
-                                  (["demo", "--athena", "--store", str(tmp_path / "kept.zarr"), *SMALL], "none"))
+    [on_s3, on_disk], err = probe(
+        (["demo", "--athena", str(tmp_path), *SMALL], "none"),
+        (["demo", "--athena", "--store", str(tmp_path / "kept.zarr"), *SMALL], "none"),
+    )
     out = on_s3["out"]
     for report in (on_s3, on_disk):
         assert report["rc"] == 0, report["out"] + err
@@ -119,9 +122,21 @@ def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_pat
 
     # Once the demo's servers are gone, ensuring a new sample fails in one line: the query
     # cannot start; PyAthena's own traceback stays out of the output.
-    done = subprocess.run([sys.executable, "-m", "xr_methyl.cli", "ensure", str(tmp_path / "kept.zarr"),
-                           "sample-not-cached", "--no-progress"], check=False, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xr_methyl.cli",
+            "ensure",
+            str(tmp_path / "kept.zarr"),
+            "sample-not-cached",
+            "--no-progress",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("xr-methyl ensure: error:")
@@ -133,8 +148,10 @@ def test_demo_athena_runs_the_production_path_and_leaves_nothing_running(tmp_pat
 
 def test_demo_athena_stops_the_servers_on_ctrl_c_and_errors(tmp_path):
     tiny = ["--samples", "4", "--cpgs", "1000", "--batch-size", "2", "--subset", "2"]
-    reports, err = probe((["demo", "--athena", "--store", str(tmp_path / "a"), *tiny], "ctrl-c"),
-                         (["demo", "--athena", "--store", str(tmp_path / "b"), *tiny], "error"))
+    reports, err = probe(
+        (["demo", "--athena", "--store", str(tmp_path / "a"), *tiny], "ctrl-c"),
+        (["demo", "--athena", "--store", str(tmp_path / "b"), *tiny], "error"),
+    )
     for report in reports:
         assert_nothing_left(report)
         assert "Stopped the Athena stand-in" not in report["out"]
@@ -145,8 +162,10 @@ def test_demo_athena_stops_the_servers_on_ctrl_c_and_errors(tmp_path):
 
 
 def test_demo_athena_names_the_extra_to_install_when_moto_is_missing(tmp_path):
-    code = ("import sys; sys.modules['moto.server'] = None; from xr_methyl.cli import main; "
-            f"sys.exit(main(['demo', '--athena', {str(tmp_path)!r}]))")
+    code = (
+        "import sys; sys.modules['moto.server'] = None; from xr_methyl.cli import main; "
+        f"sys.exit(main(['demo', '--athena', {str(tmp_path)!r}]))"
+    )
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

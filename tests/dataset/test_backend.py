@@ -53,8 +53,10 @@ def test_selections_behave_like_xarray(filled, truth):
     cpgs = list(truth.beta.columns[[5, 2999, 17, 640]])
     picked = ds.sel(sample=["S0017", "S0000", "S0010"], cpg=cpgs)
     np.testing.assert_array_equal(picked.beta.values, truth.beta.loc[["S0017", "S0000", "S0010"], cpgs].to_numpy())
-    np.testing.assert_array_equal(ds.isel(sample=slice(2, 7), cpg=slice(100, 120)).coverage.values,
-                                  truth.coverage.loc[ids[2:7]].iloc[:, 100:120].to_numpy())
+    np.testing.assert_array_equal(
+        ds.isel(sample=slice(2, 7), cpg=slice(100, 120)).coverage.values,
+        truth.coverage.loc[ids[2:7]].iloc[:, 100:120].to_numpy(),
+    )
     np.testing.assert_array_equal(ds.beta.sel(sample="S0009").values, truth.beta.loc["S0009"].to_numpy())
     np.testing.assert_array_equal(ds.beta.isel(sample=-1, cpg=[3, 1]).values, truth.beta.loc[ids[-1]].iloc[[3, 1]])
     on_chr2 = ds.beta.where(ds.chrom == "chr2", drop=True)
@@ -151,8 +153,13 @@ def test_importing_the_package_stays_light():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("layout", [Layout(sample_block=8, chunk_rows=8, cpg_chunk=512, cpg_shard=1024),
-                                    Layout(sample_block=4, chunk_rows=2, cpg_chunk=1000, cpg_shard=3000)])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        Layout(sample_block=8, chunk_rows=8, cpg_chunk=512, cpg_shard=1024),
+        Layout(sample_block=4, chunk_rows=2, cpg_chunk=1000, cpg_shard=3000),
+    ],
+)
 def test_any_layout_reads_the_same_values(warehouse, truth, tmp_path, layout):
     store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse, layout=layout)
     ids = ["S0019", "S0003", "S0004", "S0011", "S0000"]
@@ -161,5 +168,6 @@ def test_any_layout_reads_the_same_values(warehouse, truth, tmp_path, layout):
     order = ["S0000", "S0019", "S0004", "S0003", "S0011", "S0004"]
     np.testing.assert_array_equal(ds.beta.sel(sample=order).values, truth.beta.loc[order].to_numpy())
     cols = [7, 1500, 2999, 3]
-    np.testing.assert_array_equal(ds.coverage.sel(sample=order).isel(cpg=cols).values,
-                                  truth.coverage.loc[order].iloc[:, cols].to_numpy())
+    np.testing.assert_array_equal(
+        ds.coverage.sel(sample=order).isel(cpg=cols).values, truth.coverage.loc[order].iloc[:, cols].to_numpy()
+    )

@@ -160,11 +160,14 @@ def test_a_changed_axis_of_the_same_length_is_refused_at_open_and_before_writing
 @settings(max_examples=300, deadline=None)
 @given(
     n=st.integers(1, 40),
-    outer=st.one_of(st.none(), st.tuples(st.integers(-45, 45) | st.none(), st.integers(-45, 45) | st.none(),
-                                         st.sampled_from([None, 1, 2, 3, -1, -2]))),
-    inner=st.lists(st.integers(-45, 45), max_size=12) | st.tuples(st.integers(-45, 45) | st.none(),
-                                                                   st.integers(-45, 45) | st.none(),
-                                                                   st.sampled_from([None, 1, 2, -1])),
+    outer=st.one_of(
+        st.none(),
+        st.tuples(
+            st.integers(-45, 45) | st.none(), st.integers(-45, 45) | st.none(), st.sampled_from([None, 1, 2, 3, -1, -2])
+        ),
+    ),
+    inner=st.lists(st.integers(-45, 45), max_size=12)
+    | st.tuples(st.integers(-45, 45) | st.none(), st.integers(-45, 45) | st.none(), st.sampled_from([None, 1, 2, -1])),
 )
 def test_composed_selections_are_what_numpy_gives(n, outer, inner):
     """isel of an isel: the columns the index keeps are numpy's, or numpy's IndexError."""

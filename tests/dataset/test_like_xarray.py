@@ -24,9 +24,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The specified chunks separate th
 def cpg_table(n=N_CPGS, first=0):
     """CpGs ``first`` to ``first + n`` of one genome: 40 per chromosome, 7 bp apart."""
     cpgs = range(first, first + n)
-    return pa.table({"cpg_id": [f"chr{1 + k // 40}:{100 + 7 * k}" for k in cpgs],
-                     "chrom": [f"chr{1 + k // 40}" for k in cpgs],
-                     "pos": pa.array([100 + 7 * k for k in cpgs], pa.int64())})
+    return pa.table(
+        {
+            "cpg_id": [f"chr{1 + k // 40}:{100 + 7 * k}" for k in cpgs],
+            "chrom": [f"chr{1 + k // 40}" for k in cpgs],
+            "pos": pa.array([100 + 7 * k for k in cpgs], pa.int64()),
+        }
+    )
 
 
 def make_store(path, layout, *, seed=0, cpgs=None, batches=((3, "B0"), (5, "B1"), (3, "B2"))):
@@ -50,10 +54,13 @@ def in_memory(beta, coverage, batches=((3, "B0"), (5, "B1"), (3, "B2")), table=N
     samples = [f"{batch}_{i}" for n, batch in batches for i in range(n)]
     return xr.Dataset(
         {"beta": (("sample", "cpg"), beta), "coverage": (("sample", "cpg"), coverage)},
-        coords={"sample": np.array(samples, dtype=object),
-                "cpg": np.array(table["cpg_id"].to_pylist()), "chrom": ("cpg", np.array(table["chrom"].to_pylist())),
-                "pos": ("cpg", table["pos"].to_numpy()),
-                "batch_id": ("sample", np.array([b for n, b in batches for _ in range(n)], dtype=object))},
+        coords={
+            "sample": np.array(samples, dtype=object),
+            "cpg": np.array(table["cpg_id"].to_pylist()),
+            "chrom": ("cpg", np.array(table["chrom"].to_pylist())),
+            "pos": ("cpg", table["pos"].to_numpy()),
+            "batch_id": ("sample", np.array([b for n, b in batches for _ in range(n)], dtype=object)),
+        },
     )
 
 
@@ -112,8 +119,12 @@ def test_every_outer_indexer_reads_what_numpy_gives(stored, data, how):
     on_samples = data.draw(indexer(N_SAMPLES), label="sample")
     on_cpgs = data.draw(indexer(N_CPGS), label="cpg")
     if how != "none":  # dask 2026.8 reads x[-n-1::-1] (empty in numpy) as x[::-1]: its bug, not the backend's
-        assume(not any(isinstance(k, slice) and (k.step or 1) < 0 and k.start is not None and k.start < -n
-                       for k, n in ((on_samples, N_SAMPLES), (on_cpgs, N_CPGS))))
+        assume(
+            not any(
+                isinstance(k, slice) and (k.step or 1) < 0 and k.start is not None and k.start < -n
+                for k, n in ((on_samples, N_SAMPLES), (on_cpgs, N_CPGS))
+            )
+        )
     expected = beta[on_samples][..., on_cpgs]
     np.testing.assert_array_equal(ds.beta.isel(sample=on_samples, cpg=on_cpgs).values, expected)
     np.testing.assert_array_equal(ds.beta[on_samples, on_cpgs].values, expected)
@@ -177,10 +188,17 @@ def two_stores(tmp_path_factory):
     _, beta_b, cov_b = make_store(root / "b.zarr", layout, seed=2, batches=other_batches)
     shifted = cpg_table(first=45)  # its first 45 CpGs are the last 45 of the others
     _, beta_c, cov_c = make_store(root / "c.zarr", layout, seed=3, cpgs=shifted, batches=((2, "D0"),))
-    open_ = {name: (lambda chunks=None, name=name: xr.open_dataset(root / f"{name}.zarr", engine="methylzarr",
-                                                                   chunks=chunks)) for name in "abc"}
-    twins = {"a": in_memory(beta_a, cov_a), "b": in_memory(beta_b, cov_b, other_batches),
-             "c": in_memory(beta_c, cov_c, ((2, "D0"),), shifted)}
+    open_ = {
+        name: (
+            lambda chunks=None, name=name: xr.open_dataset(root / f"{name}.zarr", engine="methylzarr", chunks=chunks)
+        )
+        for name in "abc"
+    }
+    twins = {
+        "a": in_memory(beta_a, cov_a),
+        "b": in_memory(beta_b, cov_b, other_batches),
+        "c": in_memory(beta_c, cov_c, ((2, "D0"),), shifted),
+    }
     return open_, twins, root
 
 
@@ -197,10 +215,16 @@ def test_two_stores_of_one_axis_concat_subtract_and_merge(two_stores, chunks):
         for right in SUBSETS:
             ours = a.beta.isel(sample=0, cpg=left) - b.beta.isel(sample=1, cpg=right)
             assert_like(ours, twin["a"].beta.isel(sample=0, cpg=left) - twin["b"].beta.isel(sample=1, cpg=right))
-    merged = xr.merge([a.beta.isel(cpg=[50, 3, 20]).rename("x"), b.coverage.isel(cpg=slice(0, 30, 3)).rename("y")],
-                      join="outer", compat="no_conflicts")
-    expected = xr.merge([twin["a"].beta.isel(cpg=[50, 3, 20]).rename("x"),
-                         twin["b"].coverage.isel(cpg=slice(0, 30, 3)).rename("y")], join="outer", compat="no_conflicts")
+    merged = xr.merge(
+        [a.beta.isel(cpg=[50, 3, 20]).rename("x"), b.coverage.isel(cpg=slice(0, 30, 3)).rename("y")],
+        join="outer",
+        compat="no_conflicts",
+    )
+    expected = xr.merge(
+        [twin["a"].beta.isel(cpg=[50, 3, 20]).rename("x"), twin["b"].coverage.isel(cpg=slice(0, 30, 3)).rename("y")],
+        join="outer",
+        compat="no_conflicts",
+    )
     assert_like(merged, expected)
 
 
@@ -230,18 +254,30 @@ def test_an_index_over_another_axis_aligns_through_a_pandas_index(two_stores):
     assert_like(diff, twin["a"].beta.isel(sample=0) - twin["c"].beta.isel(sample=1))
     assert diff.sizes["cpg"] == 45 and isinstance(diff.xindexes["cpg"], PandasIndex)
     for join in ("outer", "left"):
-        for got, want in zip(xr.align(a.isel(cpg=[80, 2, 60]), c, join=join),
-                             xr.align(twin["a"].isel(cpg=[80, 2, 60]), twin["c"], join=join)):
+        for got, want in zip(
+            xr.align(a.isel(cpg=[80, 2, 60]), c, join=join),
+            xr.align(twin["a"].isel(cpg=[80, 2, 60]), twin["c"], join=join),
+        ):
             assert_like(got, want)
     b = open_["b"]()  # three at once: the join of two indexes of one axis meets a pandas index
-    for got, want in zip(xr.align(a.isel(cpg=[80, 2]), c.isel(cpg=[0, 40]), b.isel(cpg=[5, 85]), join="outer"),
-                         xr.align(twin["a"].isel(cpg=[80, 2]), twin["c"].isel(cpg=[0, 40]),
-                                  twin["b"].isel(cpg=[5, 85]), join="outer")):
+    for got, want in zip(
+        xr.align(a.isel(cpg=[80, 2]), c.isel(cpg=[0, 40]), b.isel(cpg=[5, 85]), join="outer"),
+        xr.align(twin["a"].isel(cpg=[80, 2]), twin["c"].isel(cpg=[0, 40]), twin["b"].isel(cpg=[5, 85]), join="outer"),
+    ):
         assert_like(got, want)
-    ends = xr.concat([a.isel(cpg=slice(0, 3)), c.isel(cpg=slice(-2, None))], "cpg", join="outer",
-                     coords="different", compat="equals")
-    assert_like(ends, xr.concat([twin["a"].isel(cpg=slice(0, 3)), twin["c"].isel(cpg=slice(-2, None))], "cpg",
-                                join="outer", coords="different", compat="equals"))
+    ends = xr.concat(
+        [a.isel(cpg=slice(0, 3)), c.isel(cpg=slice(-2, None))], "cpg", join="outer", coords="different", compat="equals"
+    )
+    assert_like(
+        ends,
+        xr.concat(
+            [twin["a"].isel(cpg=slice(0, 3)), twin["c"].isel(cpg=slice(-2, None))],
+            "cpg",
+            join="outer",
+            coords="different",
+            compat="equals",
+        ),
+    )
 
 
 def test_pieces_of_one_axis_concat_along_it_and_keep_the_cpg_index(two_stores):
@@ -260,29 +296,39 @@ def test_renamed_and_rolled_cpg_indexes_select_and_align(two_stores):
     open_, twin, _ = two_stores
     a, b = open_["a"](), open_["b"]()
     ids = twin["a"].cpg.values
-    for rename in (lambda ds: ds.rename(cpg="probe"), lambda ds: ds.rename_vars(cpg="cpg_id"),
-                   lambda ds: ds.rename_dims(cpg="probe")):
+    for rename in (
+        lambda ds: ds.rename(cpg="probe"),
+        lambda ds: ds.rename_vars(cpg="cpg_id"),
+        lambda ds: ds.rename_dims(cpg="probe"),
+    ):
         assert_like(rename(a), rename(twin["a"]))
     assert_like(a.rename(cpg="probe").sel(probe=ids[[40, 2]]), twin["a"].rename(cpg="probe").sel(probe=ids[[40, 2]]))
     assert_like(a.rename_vars(cpg="cpg_id").sel(cpg_id=ids[7]), twin["a"].rename_vars(cpg="cpg_id").sel(cpg_id=ids[7]))
     ours = xr.align(a.rename(cpg="probe").isel(probe=[1, 2]), b.rename(cpg="probe").isel(probe=[5, 2]), join="outer")
-    theirs = xr.align(twin["a"].rename(cpg="probe").isel(probe=[1, 2]),
-                      twin["b"].rename(cpg="probe").isel(probe=[5, 2]), join="outer")
+    theirs = xr.align(
+        twin["a"].rename(cpg="probe").isel(probe=[1, 2]), twin["b"].rename(cpg="probe").isel(probe=[5, 2]), join="outer"
+    )
     for got, want in zip(ours, theirs):
         assert_like(got, want)
     for shift in (3, -95, 0):
         assert_like(a.roll(cpg=shift, roll_coords=True), twin["a"].roll(cpg=shift, roll_coords=True))
-        assert_like(a.isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True),
-                    twin["a"].isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True))
+        assert_like(
+            a.isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True),
+            twin["a"].isel(cpg=[4, 9, 1]).roll(cpg=shift, roll_coords=True),
+        )
 
 
 def test_labels_of_a_selection_with_repeated_cpgs_select_as_pandas_does(two_stores):
     open_, twin, _ = two_stores
     a, ids = open_["a"](), twin["a"].cpg.values
-    selections = [lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[0]), lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[1]),
-                  lambda ds: ds.isel(cpg=[0, 0, 1]).sel(cpg=slice(None, ids[0])),
-                  lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[ids[0]]), lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[]),
-                  lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=slice(None, ids[0]))]
+    selections = [
+        lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[0]),
+        lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=ids[1]),
+        lambda ds: ds.isel(cpg=[0, 0, 1]).sel(cpg=slice(None, ids[0])),
+        lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[ids[0]]),
+        lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=[]),
+        lambda ds: ds.isel(cpg=[0, 1, 0]).sel(cpg=slice(None, ids[0])),
+    ]
     for select in selections:
         try:
             expected = select(twin["a"])
@@ -340,14 +386,18 @@ def test_join_and_reindex_like_give_what_pandas_gives_for_the_labels(data):
     ids = np.array([f"c{(i * 7919) % 1000}" + "x" * (i % 3) for i in range(n)])
     axis = CpgAxis.from_ids(pa.array(ids))
     subset = st.one_of(
-        st.builds(slice, st.integers(-n, n) | st.none(), st.integers(-n, n) | st.none(),
-                  st.sampled_from([None, 2, -1, -3])),
-        st.lists(st.integers(0, n - 1), unique=True, max_size=12).map(lambda k: np.array(k, dtype=np.int64)))
+        st.builds(
+            slice, st.integers(-n, n) | st.none(), st.integers(-n, n) | st.none(), st.sampled_from([None, 2, -1, -3])
+        ),
+        st.lists(st.integers(0, n - 1), unique=True, max_size=12).map(lambda k: np.array(k, dtype=np.int64)),
+    )
     left, right = data.draw(subset), data.draw(subset)
     mine, theirs = CpgIndex(axis).isel({"cpg": left}), CpgIndex(axis).isel({"cpg": right})
     labels = {id(mine): pd.Index(ids[left]), id(theirs): pd.Index(ids[right])}
-    for how, expected in (("outer", labels[id(mine)].union(labels[id(theirs)])),
-                          ("inner", labels[id(mine)].intersection(labels[id(theirs)]))):
+    for how, expected in (
+        ("outer", labels[id(mine)].union(labels[id(theirs)])),
+        ("inner", labels[id(mine)].intersection(labels[id(theirs)])),
+    ):
         joined = mine.join(theirs, how=how)
         assert list(joined.to_pandas_index()) == list(expected)
     positions = mine.reindex_like(theirs)["cpg"]
@@ -360,8 +410,16 @@ METADATA = {
     "M0_1": {"age": 57, "weight": None, "sex": "M", "smoker": False, "site": 3, "flag": None},
     "M1_0": {"age": 33, "weight": 70, "sex": "F", "smoker": True, "site": "B", "visit": "2024-03-04", "flag": False},
 }
-METADATA_DTYPES = {"batch_id": object, "age": np.int64, "weight": np.float64, "sex": object, "smoker": bool,
-                   "site": object, "visit": object, "flag": object}
+METADATA_DTYPES = {
+    "batch_id": object,
+    "age": np.int64,
+    "weight": np.float64,
+    "sex": object,
+    "smoker": bool,
+    "site": object,
+    "visit": object,
+    "flag": object,
+}
 
 
 @pytest.fixture(scope="module")
@@ -381,8 +439,10 @@ def made_every_way(path):
     ds = xr.open_dataset(path, engine="methylzarr")
     yield "open_dataset", ds.sel(sample=["M1_0", "M0_0"])
     for chunks in ({}, "auto", {"sample": 1}):
-        yield f"open_dataset(chunks={chunks!r})", xr.open_dataset(path, engine="methylzarr", chunks=chunks).sel(
-            sample=["M1_0", "M0_0"])
+        yield (
+            f"open_dataset(chunks={chunks!r})",
+            xr.open_dataset(path, engine="methylzarr", chunks=chunks).sel(sample=["M1_0", "M0_0"]),
+        )
     yield "ensure()", ds.methyl.ensure(["M1_0", "M0_0"], progress=False)
     yield "ensure(chunks=)", ds.methyl.ensure(["M1_0", "M0_0"], progress=False, chunks={"sample": 1, "cpg": 30})
 
@@ -477,10 +537,17 @@ def test_label_slices_select_what_pandas_slice_indexer_gives(data, sorted_axis):
     if sorted_axis:
         ids = np.sort(ids)
     index = CpgIndex(CpgAxis.from_ids(pa.array(ids)))
-    subset = data.draw(st.one_of(
-        st.builds(slice, st.integers(-n, n) | st.none(), st.integers(-n, n) | st.none(),
-                  st.sampled_from([None, 1, 3, -1, -2])),
-        st.lists(st.integers(0, n - 1), unique=True, max_size=10).map(lambda k: np.array(k, dtype=np.int64))))
+    subset = data.draw(
+        st.one_of(
+            st.builds(
+                slice,
+                st.integers(-n, n) | st.none(),
+                st.integers(-n, n) | st.none(),
+                st.sampled_from([None, 1, 3, -1, -2]),
+            ),
+            st.lists(st.integers(0, n - 1), unique=True, max_size=10).map(lambda k: np.array(k, dtype=np.int64)),
+        )
+    )
     labels = pd.Index(ids[subset])
     bound = st.none() | st.sampled_from(list(ids)) | st.sampled_from(["a", "c", "c05", "c5", "c50x", "d", "café"])
     wanted = slice(data.draw(bound), data.draw(bound), data.draw(st.sampled_from([None, 1, 2, -1, -3])))

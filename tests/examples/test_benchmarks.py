@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_the_benchmark_runs_every_comparison(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.run", "--size", "tiny", "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--size", "tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "results.json").read_text())
     assert not [name for name, case in result["cases"].items() if "error" in case]

@@ -25,8 +25,9 @@ def test_every_notebook_is_listed():
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_without_error(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
     assert not _errors(nb)
 

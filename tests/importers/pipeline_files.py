@@ -39,18 +39,18 @@ def write_fasta(path: Path, genome: dict[str, str], *, width: int = 60) -> None:
         for chrom, seq in genome.items():
             f.write(f">{chrom} synthetic test sequence\n")
             for i in range(0, len(seq), width):
-                f.write(seq[i:i + width] + "\n")
+                f.write(seq[i : i + width] + "\n")
 
 
 def naive_cpgs(genome: dict[str, str]) -> pd.DataFrame:
     """Every CG by regex (overlapping matches cannot occur for CG): chrom, 1-based pos of the C."""
-    rows = [(chrom, m.start() + 1) for chrom, seq in genome.items()
-            for m in re.finditer("CG", seq.upper())]
+    rows = [(chrom, m.start() + 1) for chrom, seq in genome.items() for m in re.finditer("CG", seq.upper())]
     return pd.DataFrame(rows, columns=["chrom", "pos"])
 
 
-def random_calls(rng: np.random.Generator, cpgs: pd.DataFrame, *, absent: float = 0.2, zero: float = 0.05,
-                 depth: int = 20) -> pd.DataFrame:
+def random_calls(
+    rng: np.random.Generator, cpgs: pd.DataFrame, *, absent: float = 0.2, zero: float = 0.05, depth: int = 20
+) -> pd.DataFrame:
     """Per-strand calls for a random subset of CpGs; some with zero coverage (reported, no reads)."""
     out = []
     for strand in "+-":
@@ -80,8 +80,12 @@ def truth_beta(calls: pd.DataFrame, *, strands: str = "merge", count_other: bool
 
 def truth_coverage(calls: pd.DataFrame, *, strands: str = "merge") -> pd.Series:
     c = calls if strands == "merge" else calls[calls.strand == strands]
-    g = pd.DataFrame({"id": c.chrom + ":" + c.pos.astype(str),
-                      "n": c.methylated + c.unmethylated + c.other}).groupby("id").sum().n
+    g = (
+        pd.DataFrame({"id": c.chrom + ":" + c.pos.astype(str), "n": c.methylated + c.unmethylated + c.other})
+        .groupby("id")
+        .sum()
+        .n
+    )
     return g[g > 0].rename("coverage")
 
 
@@ -104,8 +108,12 @@ def write_bismark_cov(path: Path, calls: pd.DataFrame, *, merged: bool = False) 
     ``merged`` ``coverage2cytosine --merge_CpG`` (one 2-bp line per CpG)."""
     m, u = _reads(calls)
     if merged:
-        frame = pd.DataFrame({"chrom": calls.chrom, "pos": calls.pos, "m": m, "u": u}).groupby(
-            ["chrom", "pos"], sort=True).sum().reset_index()
+        frame = (
+            pd.DataFrame({"chrom": calls.chrom, "pos": calls.pos, "m": m, "u": u})
+            .groupby(["chrom", "pos"], sort=True)
+            .sum()
+            .reset_index()
+        )
         frame["start"], frame["end"] = frame.pos, frame.pos + 1
     else:
         frame = pd.DataFrame({"chrom": calls.chrom, "start": _c_position(calls), "m": m, "u": u})
@@ -116,8 +124,9 @@ def write_bismark_cov(path: Path, calls: pd.DataFrame, *, merged: bool = False) 
             f.write(f"{r.chrom}\t{r.start}\t{r.end}\t{_perl_percent(r.m, r.m + r.u)}\t{r.m}\t{r.u}\n")
 
 
-def write_bismark_report(path: Path, calls: pd.DataFrame, cpgs: pd.DataFrame, *,
-                         genome: dict[str, str] | None = None) -> None:
+def write_bismark_report(
+    path: Path, calls: pd.DataFrame, cpgs: pd.DataFrame, *, genome: dict[str, str] | None = None
+) -> None:
     """``coverage2cytosine``: every C of every CpG of ``cpgs`` on both strands (covered or not, zero counts
     when not), 1-based, with context and trinucleotide.
 
@@ -125,20 +134,32 @@ def write_bismark_report(path: Path, calls: pd.DataFrame, cpgs: pd.DataFrame, *,
     cytosines too (with random counts), which the importer must leave out.
     """
     every = pd.concat([cpgs.assign(strand="+"), cpgs.assign(strand="-")], ignore_index=True)
-    calls = every.merge(calls, on=["chrom", "pos", "strand"], how="left").fillna(
-        {"methylated": 0, "unmethylated": 0, "other": 0}).astype({"methylated": int, "unmethylated": int, "other": int})
+    calls = (
+        every.merge(calls, on=["chrom", "pos", "strand"], how="left")
+        .fillna({"methylated": 0, "unmethylated": 0, "other": 0})
+        .astype({"methylated": int, "unmethylated": int, "other": int})
+    )
     m, u = _reads(calls)
-    rows = pd.DataFrame({"chrom": calls.chrom, "pos": _c_position(calls), "strand": calls.strand, "m": m, "u": u,
-                         "context": "CG", "tri": np.where(calls.strand == "+", "CGA", "CGT")})
+    rows = pd.DataFrame(
+        {
+            "chrom": calls.chrom,
+            "pos": _c_position(calls),
+            "strand": calls.strand,
+            "m": m,
+            "u": u,
+            "context": "CG",
+            "tri": np.where(calls.strand == "+", "CGA", "CGT"),
+        }
+    )
     if genome is not None:
         rng = np.random.default_rng(1)
         extra = []
         for chrom, seq in genome.items():
             s = seq.upper()
             for i, base in enumerate(s):
-                if base == "C" and s[i + 1:i + 2] != "G":
-                    context = "CHG" if s[i + 2:i + 3] == "G" else "CHH"
-                    extra.append((chrom, i + 1, "+", context, s[i:i + 3]))
+                if base == "C" and s[i + 1 : i + 2] != "G":
+                    context = "CHG" if s[i + 2 : i + 3] == "G" else "CHH"
+                    extra.append((chrom, i + 1, "+", context, s[i : i + 3]))
                 elif base == "G" and (i == 0 or s[i - 1] != "C"):
                     context = "CHG" if i >= 2 and s[i - 2] == "C" else "CHH"
                     extra.append((chrom, i + 1, "-", context, "CHH"))
@@ -152,8 +173,7 @@ def write_bismark_report(path: Path, calls: pd.DataFrame, cpgs: pd.DataFrame, *,
             f.write(f"{r.chrom}\t{r.pos}\t{r.strand}\t{r.m}\t{r.u}\t{r.context}\t{r.tri}\n")
 
 
-def write_bedmethyl(path: Path, calls: pd.DataFrame, *, combined: bool = False,
-                    mixed_delimiters: bool = False) -> None:
+def write_bedmethyl(path: Path, calls: pd.DataFrame, *, combined: bool = False, mixed_delimiters: bool = False) -> None:
     """``modkit pileup --cpg --ref`` bedMethyl: 0-based, an ``m`` and an ``h`` row per covered C, 18 columns.
 
     ``combined``: ``--combine-strands`` (one row per CpG at the C on +, strand
@@ -172,8 +192,17 @@ def write_bedmethyl(path: Path, calls: pd.DataFrame, *, combined: bool = False,
         for r in c.itertuples():
             for code, mod, other in (("h", r.other, r.methylated), ("m", r.methylated, r.other)):
                 head = [r.chrom, r.start, r.start + 1, code, r.valid, r.strand, r.start, r.start + 1, "255,0,0"]
-                tail = [r.valid, f"{100 * mod / r.valid:.2f}", mod, r.unmethylated, other,
-                        int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)), 0]
+                tail = [
+                    r.valid,
+                    f"{100 * mod / r.valid:.2f}",
+                    mod,
+                    r.unmethylated,
+                    other,
+                    int(rng.integers(0, 3)),
+                    int(rng.integers(0, 3)),
+                    int(rng.integers(0, 3)),
+                    0,
+                ]
                 if mixed_delimiters:
                     f.write("\t".join(map(str, head)) + "\t" + " ".join(map(str, tail)) + "\n")
                 else:
@@ -199,8 +228,12 @@ def write_methyldackel(path: Path, calls: pd.DataFrame, *, merge_context: bool =
     """``MethylDackel extract``: a track line, then 0-based bedGraph lines (per C, or per CpG with --mergeContext)."""
     m, u = _reads(calls)
     if merge_context:
-        frame = pd.DataFrame({"chrom": calls.chrom, "pos": calls.pos, "m": m, "u": u}).groupby(
-            ["chrom", "pos"], sort=True).sum().reset_index()
+        frame = (
+            pd.DataFrame({"chrom": calls.chrom, "pos": calls.pos, "m": m, "u": u})
+            .groupby(["chrom", "pos"], sort=True)
+            .sum()
+            .reset_index()
+        )
         frame["start"], frame["end"] = frame.pos - 1, frame.pos + 1
     else:
         frame = pd.DataFrame({"chrom": calls.chrom, "start": _c_position(calls) - 1, "m": m, "u": u})
@@ -228,9 +261,11 @@ def write_illumina_manifest(path: Path, probes: pd.DataFrame) -> None:
     manifest does; empty for unplaced probes) and ``pos`` (0 or NaN: unplaced).
     """
     with _open(path) as f:
-        f.write("Illumina, Inc.,,,,,,,\n[Heading],,,,,,,,\n"
-                "Descriptor File Name,HumanMethylation450_15017482_v1-2.bpm,,,,,,,\n"
-                f"Assay Format,Infinium HD Methylation,,,,,,,\nLoci Count ,{len(probes)},,,,,,,\n[Assay],,,,,,,,\n")
+        f.write(
+            "Illumina, Inc.,,,,,,,\n[Heading],,,,,,,,\n"
+            "Descriptor File Name,HumanMethylation450_15017482_v1-2.bpm,,,,,,,\n"
+            f"Assay Format,Infinium HD Methylation,,,,,,,\nLoci Count ,{len(probes)},,,,,,,\n[Assay],,,,,,,,\n"
+        )
         f.write("IlmnID,Name,AddressA_ID,Infinium_Design_Type,Genome_Build,CHR,MAPINFO,Strand\n")
         for i, r in enumerate(probes.itertuples()):
             chrom = str(r.chrom).removeprefix("chr") if isinstance(r.chrom, str) else ""
@@ -240,6 +275,7 @@ def write_illumina_manifest(path: Path, probes: pd.DataFrame) -> None:
 
 
 # --- reading back through the public path: warehouse -> MethylStore.create -> ensure ---
+
 
 def ensured(warehouse, store_path: Path, samples: list[str]):
     """(beta, coverage, dataset) of ``samples`` after ``MethylStore.create`` and ``ds.methyl.ensure``."""
@@ -256,8 +292,12 @@ def ensured(warehouse, store_path: Path, samples: list[str]):
     return beta, coverage, sub
 
 
-def assert_matches(beta: pd.DataFrame, expected: dict[str, pd.Series], coverage: pd.DataFrame | None = None,
-                   expected_coverage: dict[str, pd.Series] | None = None) -> None:
+def assert_matches(
+    beta: pd.DataFrame,
+    expected: dict[str, pd.Series],
+    coverage: pd.DataFrame | None = None,
+    expected_coverage: dict[str, pd.Series] | None = None,
+) -> None:
     """Each sample's row equals its expected values on the axis: NaN (and coverage 0) where none is expected."""
     for sample, truth in expected.items():
         assert set(truth.index) <= set(beta.columns), sorted(set(truth.index) - set(beta.columns))[:5]

@@ -33,13 +33,15 @@ def _axis(batches) -> pd.DataFrame:
 def genome():
     genome = random_genome(np.random.default_rng(13), {"chr1": 3000, "chr2": 1200, "chrUn_KI270302v1": 400})
     genome["chrM"] = "acgtCG" + "ATGC" * 10 + "C"  # ends in C ...
-    genome["chr_empty"] = ""                        # a record without sequence
-    genome["chr22"] = "GCGTTcg"                     # ... and the next one starts with G: no CpG across them
+    genome["chr_empty"] = ""  # a record without sequence
+    genome["chr22"] = "GCGTTcg"  # ... and the next one starts with G: no CpG across them
     return genome
 
 
-@pytest.mark.parametrize("width,block_size,compressed,crlf", [
-    (60, 16 << 20, False, False), (7, 64, True, False), (1, 5, False, True), (80, 1000, True, True)])
+@pytest.mark.parametrize(
+    "width,block_size,compressed,crlf",
+    [(60, 16 << 20, False, False), (7, 64, True, False), (1, 5, False, True), (80, 1000, True, True)],
+)
 def test_fasta_cpgs_equal_a_regex_count(genome, tmp_path, width, block_size, compressed, crlf):
     path = tmp_path / ("g.fa.gz" if compressed else "g.fa")
     write_fasta(path, genome, width=width)
@@ -90,16 +92,23 @@ def test_build_axis_from_fasta_and_replace(genome, tmp_path):
 
 
 def test_build_axis_from_a_manifest(tmp_path):
-    probes = pd.DataFrame({"probe_id": ["cg01", "cg02", "cg02_BC21", "cg03", "ch04"],
-                           "chrom": ["chr1", "chr2", "chr2", "chrX", None], "pos": [100, 50, 50, 7, np.nan]})
+    probes = pd.DataFrame(
+        {
+            "probe_id": ["cg01", "cg02", "cg02_BC21", "cg03", "ch04"],
+            "chrom": ["chr1", "chr2", "chr2", "chrX", None],
+            "pos": [100, 50, 50, 7, np.nan],
+        }
+    )
     write_illumina_manifest(tmp_path / "manifest.csv.gz", probes)
     wh = LocalWarehouse(tmp_path / "wh")
 
     build_axis(wh, manifest=tmp_path / "manifest.csv.gz", chrom_prefix="chr")
 
-    assert wh.cpgs().to_pylist() == [{"cpg_id": "chr1:100", "chrom": "chr1", "pos": 100},
-                                     {"cpg_id": "chr2:50", "chrom": "chr2", "pos": 50},
-                                     {"cpg_id": "chrX:7", "chrom": "chrX", "pos": 7}]
+    assert wh.cpgs().to_pylist() == [
+        {"cpg_id": "chr1:100", "chrom": "chr1", "pos": 100},
+        {"cpg_id": "chr2:50", "chrom": "chr2", "pos": 50},
+        {"cpg_id": "chrX:7", "chrom": "chrX", "pos": 7},
+    ]
 
 
 def test_build_axis_from_the_imported_sites(genome, tmp_path):
@@ -127,8 +136,11 @@ def test_build_axis_from_imported_refuses_foreign_ids(tmp_path):
     wh = LocalWarehouse(tmp_path / "wh")
     build_cohort(wh, n_samples=2, n_cpgs=50, batch_size=2, n_age_cpgs=5)
     table = iceberg_table(wh, "beta")
-    table.append(pa.table({"batch_id": ["X"], "sample_id": ["S9"], "cpg_id": ["cg0001"], "beta": [0.5]}).cast(
-        table.schema().as_arrow()))
+    table.append(
+        pa.table({"batch_id": ["X"], "sample_id": ["S9"], "cpg_id": ["cg0001"], "beta": [0.5]}).cast(
+            table.schema().as_arrow()
+        )
+    )
 
     with pytest.raises(DataError, match="'cg0001', which does not follow the convention"):
         build_axis(wh, from_imported=True, replace=True)

@@ -28,8 +28,12 @@ def test_axis_then_import_then_a_bad_file(tmp_path, capsys):
 
     assert main(["axis", "--warehouse", wh, "--fasta", str(tmp_path / "g.fa")]) == 0
     assert f"cpgs: {len(cpgs):,} CpGs on 2 sequence(s) from FASTA g.fa" in capsys.readouterr().out
-    assert main(["import", "bedmethyl", "--warehouse", wh, "--batch", "ont1",
-                 "--sample-sheet", str(tmp_path / "sheet.csv")]) == 0
+    assert (
+        main(
+            ["import", "bedmethyl", "--warehouse", wh, "--batch", "ont1", "--sample-sheet", str(tmp_path / "sheet.csv")]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("batch ont1: 2 sample(s) from 2 bedmethyl file(s)")
     assert "committed: beta snapshot" in out
@@ -40,9 +44,11 @@ def test_axis_then_import_then_a_bad_file(tmp_path, capsys):
     (tmp_path / "N3.bed").write_text("chr1\t5\t6\tm\t3\t+\t5\t6\t255,0,0\t4 33.33 1 2 0 0 0 0 0\n")
     assert main(["import", "bedmethyl", str(tmp_path / "N3.bed"), "--warehouse", wh, "--batch", "ont2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"xr-methyl import: error: {tmp_path / 'N3.bed'}, line 1, column 10 (Nvalid_cov): '4': Nvalid_cov "
-                   "must equal Nmod + Ncanonical + Nother_mod (is this modkit's column layout?); nothing of batch "
-                   "'ont2' was committed"]
+    assert err == [
+        f"xr-methyl import: error: {tmp_path / 'N3.bed'}, line 1, column 10 (Nvalid_cov): '4': Nvalid_cov "
+        "must equal Nmod + Ncanonical + Nother_mod (is this modkit's column layout?); nothing of batch "
+        "'ont2' was committed"
+    ]
 
 
 def test_the_array_format_needs_a_manifest(tmp_path, capsys):

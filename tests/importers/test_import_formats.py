@@ -92,8 +92,9 @@ def test_format_values_through_the_store(fmt, kind, suffix, genome, axis_warehou
     assert report.samples == samples
     assert set(report.snapshots) == {"beta", "coverage", "sample_batch_map"}
     beta, coverage, ds = ensured(axis_warehouse, tmp_path / "cohort.methyl.zarr", samples)
-    assert_matches(beta, {s: truth_beta(calls[s]) for s in samples},
-                   coverage, {s: truth_coverage(calls[s]) for s in samples})
+    assert_matches(
+        beta, {s: truth_beta(calls[s]) for s in samples}, coverage, {s: truth_coverage(calls[s]) for s in samples}
+    )
     assert report.counts.sites == sum(len(truth_beta(calls[s])) for s in samples)
     assert report.counts.off_axis == 0
     assert ds.age.values.tolist() == [41.5, 63.0] and ds.sex.values.tolist() == ["F", "M"]
@@ -112,17 +113,25 @@ def test_one_strand_of_a_cpg_report(strand, genome, axis_warehouse, tmp_path):
     assert report.counts.records == 2 * len(cpgs)  # the report lists both strands of every CpG
     assert report.counts.other_strand == len(cpgs)
     beta, coverage, _ = ensured(axis_warehouse, tmp_path / "s.methyl.zarr", ["S1"])
-    assert_matches(beta, {"S1": truth_beta(calls, strands=strand)},
-                   coverage, {"S1": truth_coverage(calls, strands=strand)})
+    assert_matches(
+        beta, {"S1": truth_beta(calls, strands=strand)}, coverage, {"S1": truth_coverage(calls, strands=strand)}
+    )
 
 
 def test_merge_sums_both_strands_of_each_cpg(genome, axis_warehouse, tmp_path):
     """The merge against a hand-made case: + and - of one CpG add up; a lone strand stands alone."""
     _, _, cpgs = genome
     a, b = cpgs.iloc[10], cpgs.iloc[11]
-    calls = pd.DataFrame({"chrom": [a.chrom, a.chrom, b.chrom], "pos": [a.pos, a.pos, b.pos],
-                          "strand": ["+", "-", "-"], "methylated": [3, 1, 2], "unmethylated": [1, 3, 0],
-                          "other": [0, 0, 0]})
+    calls = pd.DataFrame(
+        {
+            "chrom": [a.chrom, a.chrom, b.chrom],
+            "pos": [a.pos, a.pos, b.pos],
+            "strand": ["+", "-", "-"],
+            "methylated": [3, 1, 2],
+            "unmethylated": [1, 3, 0],
+            "other": [0, 0, 0],
+        }
+    )
     path = tmp_path / "S1.CpG_report.txt"
     write_bismark_report(path, calls, cpgs)
 
@@ -139,16 +148,16 @@ def test_array_matrix_with_illumina_manifest(genome, axis_warehouse, tmp_path):
     _, _, cpgs = genome
     rng = np.random.default_rng(5)
     placed = cpgs.sample(60, random_state=1).reset_index(drop=True)
-    probes = pd.DataFrame({"probe_id": [f"cg{i:08d}" for i in range(len(placed))], "chrom": placed.chrom,
-                           "pos": placed.pos})
+    probes = pd.DataFrame(
+        {"probe_id": [f"cg{i:08d}" for i in range(len(placed))], "chrom": placed.chrom, "pos": placed.pos}
+    )
     # EPIC v2 style replicate probes of one CpG, unplaced probes, and a probe the manifest lacks
     probes.loc[len(probes)] = ["cg00000003_BC21", placed.chrom[3], placed.pos[3]]
     probes.loc[len(probes)] = ["ch.1.100R", None, np.nan]
     probes.loc[len(probes)] = ["cg99999999", "chr1", 0]
     write_illumina_manifest(tmp_path / "manifest.csv", probes)
     samples = ["A1", "A2", "A3"]
-    matrix = pd.DataFrame(rng.random((len(probes) + 1, 3)), columns=samples,
-                          index=list(probes.probe_id) + ["rs1234"])
+    matrix = pd.DataFrame(rng.random((len(probes) + 1, 3)), columns=samples, index=list(probes.probe_id) + ["rs1234"])
     matrix[matrix > 0.9] = np.nan
     matrix.iloc[0, 0] = 0.0
     matrix.iloc[1, 1] = 1.0
@@ -171,13 +180,16 @@ def test_array_matrix_with_illumina_manifest(genome, axis_warehouse, tmp_path):
 def test_array_tsv_with_plain_manifest(axis_warehouse, genome, tmp_path):
     _, _, cpgs = genome
     placed = cpgs.iloc[:5]
-    (tmp_path / "probes.tsv").write_text("probe_id\tchrom\tpos\n" + "".join(
-        f"p{i}\t{c}\t{p}\n" for i, (c, p) in enumerate(zip(placed.chrom, placed.pos))))
+    (tmp_path / "probes.tsv").write_text(
+        "probe_id\tchrom\tpos\n"
+        + "".join(f"p{i}\t{c}\t{p}\n" for i, (c, p) in enumerate(zip(placed.chrom, placed.pos)))
+    )
     matrix = pd.DataFrame({"X1": [0.1, 0.2, np.nan, 0.4, 0.5]}, index=[f"p{i}" for i in range(5)])
     write_beta_matrix(tmp_path / "betas.tsv", matrix, sep="\t")
 
-    import_batch(axis_warehouse, get_format("array", manifest=tmp_path / "probes.tsv"), [tmp_path / "betas.tsv"],
-                 batch_id="a")
+    import_batch(
+        axis_warehouse, get_format("array", manifest=tmp_path / "probes.tsv"), [tmp_path / "betas.tsv"], batch_id="a"
+    )
 
     beta, _, _ = ensured(axis_warehouse, tmp_path / "a.methyl.zarr", ["X1"])
     expected = pd.Series(matrix.X1.to_numpy(), index=placed.chrom + ":" + placed.pos.astype(str)).dropna()
@@ -191,12 +203,14 @@ def test_files_from_the_sample_sheet_and_in_parallel(genome, axis_warehouse, tmp
     (tmp_path / "in").mkdir()
     for i, c in enumerate(calls.values()):
         write_bismark_cov(tmp_path / "in" / f"lane{i}_bismark_bt2.deduplicated.bismark.cov.gz", c)
-    rows = "".join(f"{s},in/lane{i}_bismark_bt2.deduplicated.bismark.cov.gz,{20 + i},b{i % 2}\n"
-                   for i, s in enumerate(calls))
+    rows = "".join(
+        f"{s},in/lane{i}_bismark_bt2.deduplicated.bismark.cov.gz,{20 + i},b{i % 2}\n" for i, s in enumerate(calls)
+    )
     (tmp_path / "sheet.csv").write_text("sample_id,file,age,batch_id\n" + rows)
 
-    report = import_batch(axis_warehouse, get_format("bismark-cov"), [], batch_id="b0",
-                          sample_sheet=tmp_path / "sheet.csv", workers=3)
+    report = import_batch(
+        axis_warehouse, get_format("bismark-cov"), [], batch_id="b0", sample_sheet=tmp_path / "sheet.csv", workers=3
+    )
 
     assert report.samples == ["S0", "S2", "S4"]  # the sheet's rows of batch b0
     beta, _, ds = ensured(axis_warehouse, tmp_path / "s.methyl.zarr", report.samples)

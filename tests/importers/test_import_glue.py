@@ -38,12 +38,12 @@ def test_import_into_glue_on_moto(moto_server, tmp_path):
     files = [tmp_path / "G1.bismark.cov.gz", tmp_path / "G2.bismark.cov.gz"]
     import_batch(wh, get_format("bismark-cov"), files, batch_id="wgbs", sample_sheet=tmp_path / "sheet.csv")
     placed = cpgs.iloc[:20]
-    (tmp_path / "probes.csv").write_text("probe_id,chrom,pos\n" + "".join(
-        f"p{i},{c},{p}\n" for i, (c, p) in enumerate(zip(placed.chrom, placed.pos))))
+    (tmp_path / "probes.csv").write_text(
+        "probe_id,chrom,pos\n" + "".join(f"p{i},{c},{p}\n" for i, (c, p) in enumerate(zip(placed.chrom, placed.pos)))
+    )
     matrix = pd.DataFrame({"R1": np.linspace(0, 1, 20)}, index=[f"p{i}" for i in range(20)])
     write_beta_matrix(tmp_path / "betas.csv", matrix)
-    import_batch(wh, get_format("array", manifest=tmp_path / "probes.csv"), [tmp_path / "betas.csv"],
-                 batch_id="array")
+    import_batch(wh, get_format("array", manifest=tmp_path / "probes.csv"), [tmp_path / "betas.csv"], batch_id="array")
 
     # a re-import is one new snapshot per table; a refused one leaves tables and bucket as they were
     snapshots = len(iceberg_table(wh, "beta").metadata.snapshots)
@@ -61,13 +61,16 @@ def test_import_into_glue_on_moto(moto_server, tmp_path):
     lines[3] = lines[3].replace("\t", " ", 1)
     text.write_text("".join(lines))
     with pytest.raises(ImportFormatError, match=r"bad.bismark.cov, line 4: expected 6 tab-separated columns"):
-        import_batch(wh, get_format("bismark-cov"), [tmp_path / "G3.bismark.cov.gz", text], batch_id="later",
-                     workers=1)
+        import_batch(wh, get_format("bismark-cov"), [tmp_path / "G3.bismark.cov.gz", text], batch_id="later", workers=1)
     assert objects() == keys  # the data files written before the bad line were deleted
 
     beta, coverage, ds = ensured(wh, tmp_path / "s.methyl.zarr", ["G1", "G2", "R1"])
-    assert_matches(beta.loc[["G1", "G2"]], {s: truth_beta(c) for s, c in calls.items()},
-                   coverage.loc[["G1", "G2"]], {s: truth_coverage(c) for s, c in calls.items()})
+    assert_matches(
+        beta.loc[["G1", "G2"]],
+        {s: truth_beta(c) for s, c in calls.items()},
+        coverage.loc[["G1", "G2"]],
+        {s: truth_coverage(c) for s, c in calls.items()},
+    )
     expected = pd.Series(matrix.R1.to_numpy(), index=placed.chrom + ":" + placed.pos.astype(str))
     assert_matches(beta.loc[["R1"]], {"R1": expected})
     assert ds.batch_id.values.tolist() == ["wgbs", "wgbs", "array"]

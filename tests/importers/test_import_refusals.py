@@ -94,13 +94,17 @@ BAD_FIELDS = [
 ]
 
 
-@pytest.mark.parametrize("fmt,write,suffix,line,column,value,says", BAD_FIELDS,
-                         ids=[f"{c[0]}-{c[6][:12]}" for c in BAD_FIELDS])
-def test_a_bad_field_is_refused_and_nothing_committed(fmt, write, suffix, line, column, value, says, warehouse,
-                                                      genome, tmp_path):
+@pytest.mark.parametrize(
+    "fmt,write,suffix,line,column,value,says", BAD_FIELDS, ids=[f"{c[0]}-{c[6][:12]}" for c in BAD_FIELDS]
+)
+def test_a_bad_field_is_refused_and_nothing_committed(
+    fmt, write, suffix, line, column, value, says, warehouse, genome, tmp_path
+):
     if write is None:
+
         def write(path, calls):
             write_bismark_report(path, calls, genome[1])
+
     good, bad = _good_and_bad(tmp_path, genome, write, suffix)
     _set_field(bad, line, column, value)
     before = state(warehouse)
@@ -117,8 +121,7 @@ def test_a_bad_field_is_refused_and_nothing_committed(fmt, write, suffix, line, 
 
 
 def test_a_line_with_a_missing_column(warehouse, genome, tmp_path):
-    good, bad = _good_and_bad(tmp_path, genome, lambda p, c: write_bismark_report(p, c, genome[1]),
-                              ".CpG_report.txt")
+    good, bad = _good_and_bad(tmp_path, genome, lambda p, c: write_bismark_report(p, c, genome[1]), ".CpG_report.txt")
     lines = _lines(bad)
     lines[10] = "\t".join(lines[10].split("\t")[:6]) + "\n"
     _rewrite(bad, lines)
@@ -133,8 +136,9 @@ def test_an_error_deep_in_a_gzipped_file_names_its_line(warehouse, genome, tmp_p
     from xr_methyl.importers import text
 
     monkeypatch.setattr(text, "BLOCK_SIZE", 512)  # the bad line is many record batches in
-    good, bad = _good_and_bad(tmp_path, genome, lambda p, c: write_bismark_report(p, c, genome[1]),
-                              ".CpG_report.txt.gz")
+    good, bad = _good_and_bad(
+        tmp_path, genome, lambda p, c: write_bismark_report(p, c, genome[1]), ".CpG_report.txt.gz"
+    )
     lines = _lines(bad)
     line = len(lines) - 3
     _set_field(bad, line, 4, "-1")
@@ -168,8 +172,9 @@ def test_a_chromosome_split_in_two_blocks_is_refused(warehouse, genome, tmp_path
 
 def test_a_bad_beta_in_a_matrix(warehouse, genome, tmp_path):
     cpgs = genome[1].iloc[:4]
-    (tmp_path / "m.csv").write_text("probe_id,chrom,pos\n" + "".join(
-        f"p{i},{c},{p}\n" for i, (c, p) in enumerate(zip(cpgs.chrom, cpgs.pos))))
+    (tmp_path / "m.csv").write_text(
+        "probe_id,chrom,pos\n" + "".join(f"p{i},{c},{p}\n" for i, (c, p) in enumerate(zip(cpgs.chrom, cpgs.pos)))
+    )
     matrix = pd.DataFrame({"X1": [0.1, 0.2, 0.3, 0.4], "X2": [0.5, 0.6, 1.7, 0.8]}, index=[f"p{i}" for i in range(4)])
     write_beta_matrix(tmp_path / "betas.csv", matrix)
     fmt = get_format("array", manifest=tmp_path / "m.csv")

@@ -61,8 +61,9 @@ def test_reimport_replaces_with_one_snapshot_per_table(setup):
     b_rows = rows_of(wh, "beta", "B")
     a_rows = rows_of(wh, "beta", "A")
 
-    report = import_batch(wh, get_format("bismark-report"),
-                          [tmp / "A1.CpG_report.txt.gz", tmp / "A2.CpG_report.txt.gz"], batch_id="A")
+    report = import_batch(
+        wh, get_format("bismark-report"), [tmp / "A1.CpG_report.txt.gz", tmp / "A2.CpG_report.txt.gz"], batch_id="A"
+    )
 
     after = counts(wh)
     for name in ("sample_batch_map", "beta", "coverage"):
@@ -81,12 +82,15 @@ def test_reimport_with_other_samples_and_metadata(setup):
     write_bismark_report(tmp / "A2.CpG_report.txt.gz", calls["A2"], cpgs)
     (tmp / "sheet.csv").write_text("sample_id,age,smoker\nA2,57,true\n")
 
-    import_batch(wh, get_format("bismark-report"), [tmp / "A2.CpG_report.txt.gz"], batch_id="A",
-                 sample_sheet=tmp / "sheet.csv")
+    import_batch(
+        wh, get_format("bismark-report"), [tmp / "A2.CpG_report.txt.gz"], batch_id="A", sample_sheet=tmp / "sheet.csv"
+    )
 
     samples = iceberg_table(wh, "sample_batch_map").scan().to_arrow().sort_by("sample_id").to_pylist()
-    assert samples == [{"sample_id": "A2", "batch_id": "A", "age": 57, "smoker": True},
-                       {"sample_id": "B1", "batch_id": "B", "age": None, "smoker": None}]
+    assert samples == [
+        {"sample_id": "A2", "batch_id": "A", "age": 57, "smoker": True},
+        {"sample_id": "B1", "batch_id": "B", "age": None, "smoker": None},
+    ]
     assert set(pc.unique(iceberg_table(wh, "beta").scan().to_arrow()["sample_id"]).to_pylist()) == {"A2", "B1"}
     assert rows_of(wh, "beta", "B") == b_rows
     beta, _, ds = ensured(wh, tmp / "s.methyl.zarr", ["A2", "B1"])

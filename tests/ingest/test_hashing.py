@@ -8,8 +8,12 @@ from hypothesis import strategies as st
 
 from xr_methyl.ingest.hashing import CpgLookup
 
-ids_strategy = st.lists(st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1,
-                                max_size=30), min_size=1, max_size=200, unique=True)
+ids_strategy = st.lists(
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=30),
+    min_size=1,
+    max_size=200,
+    unique=True,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -28,8 +32,9 @@ def test_lookup_matches_a_dict(ids, probes):
 
 def test_prefixes_longer_ids_nulls_and_empty_strings_are_not_confused():
     axis = np.array([b"chr1:1", b"chr1:10", b"chr1:100", b"chr1:1000000000"], dtype="S15")
-    got = CpgLookup(axis).columns(pa.array(["chr1:1000000000", "chr1:10", "chr1:1", "chr1:1000000000X", "",
-                                            None, "chr1:100", "chr1:1000"]))
+    got = CpgLookup(axis).columns(
+        pa.array(["chr1:1000000000", "chr1:10", "chr1:1", "chr1:1000000000X", "", None, "chr1:100", "chr1:1000"])
+    )
     assert got.tolist() == [3, 1, 0, -1, -1, -1, 2, -1]
 
 

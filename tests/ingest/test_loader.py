@@ -109,8 +109,9 @@ def test_rows_off_the_cpg_axis_are_dropped_with_a_count(warehouse, truth, tmp_pa
     axis = cohort.cpg_ids.to_pylist()[::2]  # a store that keeps every other CpG
     store = MethylStore.create(tmp_path / "half.zarr", cpg_ids=axis, warehouse=warehouse)
     ids = ["S0004", "S0015"]
-    expected_dropped = sum(int((rows["sample_id"].isin(ids) & ~rows["cpg_id"].isin(axis)).sum())
-                           for rows in truth.rows.values())  # rows with a NULL value count too
+    expected_dropped = sum(
+        int((rows["sample_id"].isin(ids) & ~rows["cpg_id"].isin(axis)).sum()) for rows in truth.rows.values()
+    )  # rows with a NULL value count too
     with pytest.warns(UnknownCpgWarning, match=f"dropped {expected_dropped} warehouse row"):
         sub = Loader(store).load(ids, progress=False)
     np.testing.assert_array_equal(sub.beta.values, truth.beta.loc[ids, axis].to_numpy())
@@ -126,13 +127,24 @@ def hand_made_warehouse(path, beta_rows, coverage_rows):
     """A tiny warehouse with explicit rows: (batch, sample, cpg, value)."""
     wh = LocalWarehouse(path)
     wh.create_tables(metadata_schema=pa.schema([("age", pa.float64())]))
-    wh.append("cpgs", pa.table({"cpg_id": ["c1", "c2", "c3"], "chrom": ["chr1"] * 3,
-                                "pos": pa.array([10, 20, 30], pa.int64())}))
+    wh.append(
+        "cpgs",
+        pa.table({"cpg_id": ["c1", "c2", "c3"], "chrom": ["chr1"] * 3, "pos": pa.array([10, 20, 30], pa.int64())}),
+    )
     wh.append("sample_batch_map", pa.table({"sample_id": ["a", "b"], "batch_id": ["P1", "P1"], "age": [40.0, 50.0]}))
     for name, rows in (("beta", beta_rows), ("coverage", coverage_rows)):
         columns = list(zip(*rows, strict=True))
-        wh.append(name, pa.table({"batch_id": list(columns[0]), "sample_id": list(columns[1]),
-                                  "cpg_id": list(columns[2]), name: list(columns[3])}))
+        wh.append(
+            name,
+            pa.table(
+                {
+                    "batch_id": list(columns[0]),
+                    "sample_id": list(columns[1]),
+                    "cpg_id": list(columns[2]),
+                    name: list(columns[3]),
+                }
+            ),
+        )
     return wh
 
 

@@ -35,8 +35,10 @@ def test_every_row_gets_its_position_or_minus_one(axis, data):
         for r, c, v in zip(located.rows, located.cols, located.values, strict=True):
             got[int(v)] = (int(r), int(c))
     locator.close()
-    expected = {i: (samples.index(s), axis.index(c) if c in axis else -1)
-                for i, (s, c) in enumerate(zip(sample_col, cpg_col, strict=True))}
+    expected = {
+        i: (samples.index(s), axis.index(c) if c in axis else -1)
+        for i, (s, c) in enumerate(zip(sample_col, cpg_col, strict=True))
+    }
     assert got == expected
 
 
@@ -59,8 +61,9 @@ def test_null_values_come_back_as_nan():
 
 def test_duplicates_are_listed_for_error_messages():
     locator = Locator(CpgAxis.from_ids(["c1", "c2"]))
-    table = pa.table({"sample_id": ["a", "a", "a", "b"], "cpg_id": ["c1", "c1", "c2", "c1"],
-                      "value": [0.1, 0.2, 0.3, 0.4]})
+    table = pa.table(
+        {"sample_id": ["a", "a", "a", "b"], "cpg_id": ["c1", "c1", "c2", "c1"], "value": [0.1, 0.2, 0.3, 0.4]}
+    )
     assert locator.duplicates(rows_of(table)) == [("a", "c1", 2)]
 
 
@@ -72,8 +75,13 @@ def test_parquet_files_are_read_file_by_file_with_the_same_rows(tmp_path):
     tables = []
     for k in range(3):  # three files, several row groups each, the last file's columns in another order
         n = 230
-        table = pa.table({"sample_id": rng.choice(["a", "b", "c"], n), "cpg_id": rng.choice(axis, n),
-                          "value": np.arange(n, dtype=np.float64) + 1000 * k})
+        table = pa.table(
+            {
+                "sample_id": rng.choice(["a", "b", "c"], n),
+                "cpg_id": rng.choice(axis, n),
+                "value": np.arange(n, dtype=np.float64) + 1000 * k,
+            }
+        )
         if k == 2:
             table = table.select(["value", "cpg_id", "sample_id"])
         pq.write_table(table, tmp_path / f"part-{k}.parquet", row_group_size=40)
@@ -82,12 +90,14 @@ def test_parquet_files_are_read_file_by_file_with_the_same_rows(tmp_path):
     locator = Locator(CpgAxis.from_ids(axis))
     got = {}
     for located in locator.locate(pads.dataset(files, format="parquet"), ["a", "b", "c"], batch_rows=25):
-        got.update({int(v): (int(r), int(c))
-                    for r, c, v in zip(located.rows, located.cols, located.values, strict=True)})
+        got.update(
+            {int(v): (int(r), int(c)) for r, c, v in zip(located.rows, located.cols, located.values, strict=True)}
+        )
     expected = {}
     for table in tables:
-        for s, c, v in zip(table["sample_id"].to_pylist(), table["cpg_id"].to_pylist(), table["value"].to_pylist(),
-                           strict=True):
+        for s, c, v in zip(
+            table["sample_id"].to_pylist(), table["cpg_id"].to_pylist(), table["value"].to_pylist(), strict=True
+        ):
             expected[int(v)] = ("abc".index(s), axis.index(c))
     assert got == expected
 

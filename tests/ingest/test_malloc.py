@@ -46,8 +46,9 @@ def _faults(env: dict[str, str]) -> dict[str, int]:
     import json
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    result = subprocess.run([sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout)
 
 

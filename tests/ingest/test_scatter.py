@@ -82,8 +82,15 @@ def test_out_of_range_beta_names_the_sample(bad):
 
 @pytest.mark.parametrize(
     ("dtype", "bad"),
-    [("uint16", 65536), ("uint8", 256), ("uint16", -1), ("uint16", 2.5), ("uint16", -0.5), ("uint16", np.inf),
-     ("uint16", -np.inf)],
+    [
+        ("uint16", 65536),
+        ("uint8", 256),
+        ("uint16", -1),
+        ("uint16", 2.5),
+        ("uint16", -0.5),
+        ("uint16", np.inf),
+        ("uint16", -np.inf),
+    ],
 )
 def test_coverage_that_does_not_fit_the_dtype_names_the_sample(dtype, bad):
     block = WideBlock("coverage", ["S0", "S1"], 3, dtype)
@@ -107,9 +114,11 @@ def test_null_and_nan_are_stored_as_missing_and_still_count_as_rows(case, data):
     coverage.add(rows, cols, np.where(null, np.nan, counts))
     np.testing.assert_array_equal(
         beta.finish(),
-        reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, np.nan, values), np.nan, np.float32))
+        reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, np.nan, values), np.nan, np.float32),
+    )
     np.testing.assert_array_equal(
-        coverage.finish(), reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, 0, counts), 0, np.uint16))
+        coverage.finish(), reference_pivot(n_samples, n_cpgs, rows, cols, np.where(null, 0, counts), 0, np.uint16)
+    )
     if null.any():
         i = int(np.argmax(null))
         block = WideBlock("beta", ids, n_cpgs)

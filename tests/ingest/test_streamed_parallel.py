@@ -11,6 +11,7 @@ def assert_matches_truth(ds, truth, ids):
     np.testing.assert_array_equal(ds.beta.values, truth.beta.loc[ids].to_numpy())
     np.testing.assert_array_equal(ds.coverage.values, truth.coverage.loc[ids].to_numpy())
 
+
 # 3000 CpGs in shards of 512: six CpG shards, sample blocks of 4.
 SMALL = Layout(sample_block=4, chunk_rows=4, cpg_chunk=256, cpg_shard=512)
 IDS = [f"S{i:04d}" for i in (0, 1, 2, 3, 4, 5, 6, 9, 10, 17, 18)]
@@ -60,9 +61,10 @@ def test_repeats_are_caught_in_every_unit(tmp_path):
 def test_parallel_ingest_on_dask_workers_commits_in_order(warehouse, truth, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse, layout=SMALL)
-    with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                   dashboard_address=None) as cluster,
-          distributed.Client(cluster) as client):
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         report = Loader(store, max_memory=4 * 3000 * 7).ingest(IDS, progress=False, client=client)
     assert report.batches == ["B000", "B001", "B002"]
     reopened = MethylStore.open(tmp_path / "s.zarr")

@@ -23,7 +23,7 @@ from xr_methyl import (
     WarehouseError,
 )
 
-ODD_IDS = ["O'Brien \"7\"", "Ünïcødé-α", "x; DROP TABLE beta; --", "tab\tinside"]
+ODD_IDS = ['O\'Brien "7"', "Ünïcødé-α", "x; DROP TABLE beta; --", "tab\tinside"]
 
 
 def small_warehouse(path, sample_ids, *, beta=0.5, coverage=3, coverage_type=pa.int64(), drop_table=None):
@@ -32,10 +32,28 @@ def small_warehouse(path, sample_ids, *, beta=0.5, coverage=3, coverage_type=pa.
     wh.append("cpgs", pa.table({"cpg_id": ["c1", "c2"], "chrom": ["chr1"] * 2, "pos": pa.array([1, 2], pa.int64())}))
     wh.append("sample_batch_map", pa.table({"sample_id": sample_ids, "batch_id": ["P"] * len(sample_ids)}))
     n = len(sample_ids)
-    wh.append("beta", pa.table({"batch_id": ["P"] * n, "sample_id": sample_ids, "cpg_id": ["c1"] * n,
-                                "beta": pa.array([beta] * n, pa.float64())}))
-    wh.append("coverage", pa.table({"batch_id": ["P"] * n, "sample_id": sample_ids, "cpg_id": ["c1"] * n,
-                                    "coverage": pa.array([coverage] * n, coverage_type)}))
+    wh.append(
+        "beta",
+        pa.table(
+            {
+                "batch_id": ["P"] * n,
+                "sample_id": sample_ids,
+                "cpg_id": ["c1"] * n,
+                "beta": pa.array([beta] * n, pa.float64()),
+            }
+        ),
+    )
+    wh.append(
+        "coverage",
+        pa.table(
+            {
+                "batch_id": ["P"] * n,
+                "sample_id": sample_ids,
+                "cpg_id": ["c1"] * n,
+                "coverage": pa.array([coverage] * n, coverage_type),
+            }
+        ),
+    )
     if drop_table:
         wh._catalog().drop_table(("methylation", drop_table))
     return wh
@@ -122,8 +140,9 @@ def test_a_path_that_is_a_file(tmp_path):
         xr.open_dataset(tmp_path / "f", engine="methylzarr")
 
 
-@pytest.mark.parametrize("key", ["manifest.json", "ingested_batches.json", "cpg_ids.npy", "cpg_index/pos.npy",
-                                 "cpg_index/sorted_ids.npy"])
+@pytest.mark.parametrize(
+    "key", ["manifest.json", "ingested_batches.json", "cpg_ids.npy", "cpg_index/pos.npy", "cpg_index/sorted_ids.npy"]
+)
 def test_a_truncated_sidecar_is_reported(store, key):
     path = store.storage.root / key
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
@@ -161,14 +180,24 @@ def test_no_secret_reaches_the_store_or_the_logs(own_cohort, tmp_path, monkeypat
     store.verify(warehouse=wh, cells=5)
     assert "bucket/wh" in json.loads((store.storage.root / "manifest.json").read_text())["warehouse"]
     # XR_METHYL_CACHE: the session's cache folder (opens record the axis files they checked), never the user's.
-    env = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN, "PATH": "/usr/bin:/bin",
-           "XR_METHYL_CACHE": os.environ["XR_METHYL_CACHE"]}
-    runs = [subprocess.run([sys.executable, "-m", "xr_methyl.cli", "-v", *args], capture_output=True, text=True,
-                           env=env, timeout=120)
-            for args in (["ensure", store.storage.root, "S0002", "--warehouse", own_cohort.warehouse.path,
-                          "--no-progress"],
-                         ["init", tmp_path / "t.zarr", "--warehouse", f"https://user:{SECRET}@host/x?token={TOKEN}"],
-                         ["verify", store.storage.root], ["gc", store.storage.root], ["info", store.storage.root])]
+    env = {
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_SESSION_TOKEN": TOKEN,
+        "PATH": "/usr/bin:/bin",
+        "XR_METHYL_CACHE": os.environ["XR_METHYL_CACHE"],
+    }
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "xr_methyl.cli", "-v", *args], capture_output=True, text=True, env=env, timeout=120
+        )
+        for args in (
+            ["ensure", store.storage.root, "S0002", "--warehouse", own_cohort.warehouse.path, "--no-progress"],
+            ["init", tmp_path / "t.zarr", "--warehouse", f"https://user:{SECRET}@host/x?token={TOKEN}"],
+            ["verify", store.storage.root],
+            ["gc", store.storage.root],
+            ["info", store.storage.root],
+        )
+    ]
     assert runs[1].returncode == 1 and "https://***@host" in runs[1].stderr
     texts = [caplog.text] + [r.stdout + r.stderr for r in runs]
     texts += [p.read_bytes().decode("latin-1") for p in store.storage.root.rglob("*") if p.is_file()]

@@ -17,8 +17,9 @@ REQUESTS = [
 ]
 
 
-def test_four_writers_with_overlapping_samples_each_get_theirs_and_nothing_is_stored_twice(store, warehouse, truth,
-                                                                                           tmp_path):
+def test_four_writers_with_overlapping_samples_each_get_theirs_and_nothing_is_stored_twice(
+    store, warehouse, truth, tmp_path
+):
     root = store.storage.root
     reader_before = xr.open_dataset(root, engine="methylzarr")
     go = tmp_path / "go"

@@ -40,8 +40,9 @@ def location(request, tmp_path):
 
 def filled_store(location, warehouse, **layout) -> MethylStore:
     path, options = location
-    store = MethylStore.create(path, warehouse=warehouse, layout=Layout(by_cpg_chunk=BY_CPG_CHUNK, **layout),
-                               storage_options=options or None)
+    store = MethylStore.create(
+        path, warehouse=warehouse, layout=Layout(by_cpg_chunk=BY_CPG_CHUNK, **layout), storage_options=options or None
+    )
     Loader(store).ingest(IDS, progress=False)
     return MethylStore.open(path, storage_options=options or None)
 
@@ -168,8 +169,12 @@ def without_chunk_checksums(store) -> None:
 @pytest.mark.parametrize("by_cpg_codec", ["zstd", "raw"])
 def test_a_store_without_chunk_checksums_opens_reads_and_grows_as_before(location, warehouse, truth, by_cpg_codec):
     path, options = location
-    store = MethylStore.create(path, warehouse=warehouse, storage_options=options or None,
-                               layout=Layout(by_cpg_chunk=BY_CPG_CHUNK, by_cpg_codec=by_cpg_codec))
+    store = MethylStore.create(
+        path,
+        warehouse=warehouse,
+        storage_options=options or None,
+        layout=Layout(by_cpg_chunk=BY_CPG_CHUNK, by_cpg_codec=by_cpg_codec),
+    )
     without_chunk_checksums(store)
     Loader(MethylStore.open(path, storage_options=options or None)).ingest(IDS, progress=False)
     store = MethylStore.open(path, storage_options=options or None)

@@ -47,6 +47,7 @@ def raise_on_call(n, exc, real=None):
         if calls["n"] >= n:
             raise exc
         return real(*args, **kwargs)
+
     return hook
 
 
@@ -69,15 +70,33 @@ def inject(monkeypatch, step, root):
     if step in ("chunk write ENOSPC", "chunk write EACCES"):
         # after one shard went through
         faulty = FaultyStorage(LocalStorage(root), "*.zarr/c/*", nth=2, fault=enospc if "ENOSPC" in step else denied)
-        return StoreWriteError, ("No space left.*keeps its last commit \\(2 sample" if "ENOSPC" in step
-                                 else "Permission denied.*read-only or not writable"), faulty
+        return (
+            StoreWriteError,
+            (
+                "No space left.*keeps its last commit \\(2 sample"
+                if "ENOSPC" in step
+                else "Permission denied.*read-only or not writable"
+            ),
+            faulty,
+        )
     target = {"block record write": "blocks/*", "sidecar write": "samples.json", "commit": "sample_ids.json"}[step]
-    return StoreWriteError, "No space left on device.*keeps its last commit", FaultyStorage(LocalStorage(root), target,
-                                                                                            fault=enospc)
+    return (
+        StoreWriteError,
+        "No space left on device.*keeps its last commit",
+        FaultyStorage(LocalStorage(root), target, fault=enospc),
+    )
 
 
-STEPS = ["warehouse export", "export ENOSPC", "scatter", "chunk write ENOSPC", "chunk write EACCES",
-         "block record write", "sidecar write", "commit"]
+STEPS = [
+    "warehouse export",
+    "export ENOSPC",
+    "scatter",
+    "chunk write ENOSPC",
+    "chunk write EACCES",
+    "block record write",
+    "sidecar write",
+    "commit",
+]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -94,8 +113,9 @@ def test_a_failure_at_each_step_leaves_the_last_commit_and_says_why(started, tru
     after = MethylStore.open(root)
     assert after.sample_ids == FIRST
     now = snapshot(root)
-    assert {k: now.get(k) for k in committed_files if "/c/" in k} == {k: v for k, v in committed_files.items()
-                                                                     if "/c/" in k}
+    assert {k: now.get(k) for k in committed_files if "/c/" in k} == {
+        k: v for k, v in committed_files.items() if "/c/" in k
+    }
     np.testing.assert_array_equal(after.read("beta", FIRST), truth.beta.loc[FIRST].to_numpy())
     assert after.verify().ok
     assert not (root / "write.lock").exists()
@@ -110,8 +130,9 @@ def test_a_store_that_cannot_be_written_fails_before_the_warehouse_is_paid(start
     store, committed_files = started
     exports = []
     monkeypatch.setattr(LocalWarehouse, "export", lambda *a, **k: exports.append(a) or pytest.fail("exported"))
-    monkeypatch.setattr(LocalStorage, "check_writable",
-                        raise_on_call(1, PermissionError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(
+        LocalStorage, "check_writable", raise_on_call(1, PermissionError(errno.EROFS, "Read-only file system"))
+    )
     with pytest.raises(StoreWriteError, match="Read-only file system.*cached samples can still be read"):
         Loader(MethylStore.open(store.storage.root)).ingest(MORE, progress=False)
     assert exports == []
@@ -155,15 +176,24 @@ def test_a_real_full_or_read_only_filesystem(own_cohort, tmp_path, mode, expecte
     store = mnt / "s.zarr"
     size = "4m"
     if mode == "full":  # fill the disk, then free two pages: room to start an append, not to finish it
-        prepare = (f"cp -r {seed} {store}; dd if=/dev/zero of={mnt}/filler bs=4k 2>/dev/null || true; "
-                   f"truncate -s -8k {mnt}/filler")
+        prepare = (
+            f"cp -r {seed} {store}; dd if=/dev/zero of={mnt}/filler bs=4k 2>/dev/null || true; "
+            f"truncate -s -8k {mnt}/filler"
+        )
     else:
         prepare = f"cp -r {seed} {store}; mount -o remount,ro {mnt}"
-    script = REAL_FS.format(size=size, mnt=mnt, prepare=prepare, python=sys.executable, store=str(store),
-                            warehouse=str(own_cohort.warehouse.path), ids=["S0001", "S0002", "S0003", "S0004",
-                                                                            "S0005", "S0006", "S0007"])
-    out = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                         capture_output=True, text=True, timeout=120)
+    script = REAL_FS.format(
+        size=size,
+        mnt=mnt,
+        prepare=prepare,
+        python=sys.executable,
+        store=str(store),
+        warehouse=str(own_cohort.warehouse.path),
+        ids=["S0001", "S0002", "S0003", "S0004", "S0005", "S0006", "S0007"],
+    )
+    out = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=120
+    )
     if "mount:" in out.stderr or "unshare:" in out.stderr:
         pytest.skip(f"mounts are not allowed here: {out.stderr.strip()[:200]}")
     assert out.returncode == 0, out.stderr

@@ -57,8 +57,10 @@ def test_a_zombie_or_a_reused_pid_counts_as_dead(store):
 
 def test_a_live_holder_is_waited_for_and_named(store):
     write_holder(lock_path(store), pid=os.getpid(), acquired_at="2026-01-01T00:00:00Z")
-    with pytest.raises(StoreLockedError, match=f"pid {os.getpid()} on .* since 2026-01-01"), \
-            store.storage.lock("write.lock", timeout=0.2):
+    with (
+        pytest.raises(StoreLockedError, match=f"pid {os.getpid()} on .* since 2026-01-01"),
+        store.storage.lock("write.lock", timeout=0.2),
+    ):
         pass
     assert json.loads(lock_path(store).read_text())["token"] == "someone-else"  # left alone
 
@@ -97,6 +99,7 @@ def test_a_writer_that_lost_its_lock_does_not_commit(store):
 
     def taken_over(key):  # after the shards and block records, before the write-ahead sidecars
         write_holder(lock_path(store), pid=os.getpid(), token="the-new-holder")  # as a wrongful takeover would
+
     faulty = FaultyStorage(store.storage, "ingested_batches.json", fault=taken_over)
     with pytest.raises(StoreLockedError, match="lost the write lock"):
         Loader(MethylStore.open(faulty)).ingest(IDS, progress=False)
@@ -122,8 +125,9 @@ def test_a_writer_killed_while_holding_the_lock_does_not_block_the_next(store, t
     Loader(MethylStore.open(store.storage.root)).ingest(IDS, progress=False)
     assert time.perf_counter() - t0 < 30
     holder.wait()
-    np.testing.assert_array_equal(MethylStore.open(store.storage.root).read("beta", IDS),
-                                  truth.beta.loc[IDS].to_numpy())
+    np.testing.assert_array_equal(
+        MethylStore.open(store.storage.root).read("beta", IDS), truth.beta.loc[IDS].to_numpy()
+    )
 
 
 def leave_crash_debris(store, warehouse_staging):
@@ -151,6 +155,7 @@ def test_gc_reclaims_everything_interrupted_writers_leave_and_nothing_else(store
 
     class Crash(Exception):
         pass
+
     faulty = FaultyStorage(store.storage, "ingested_batches.json", fault=Crash)  # shards and block records written
     with pytest.raises(Crash):
         Loader(MethylStore.open(faulty)).ingest(["S0016", "S0017"], progress=False)

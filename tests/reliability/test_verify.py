@@ -23,8 +23,9 @@ def filled(store):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "xr_methyl.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xr_methyl.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_healthy_store_passes_including_warehouse_cells(filled):
@@ -58,6 +59,7 @@ def edit_zarr_json(**changes):
         meta = json.loads(path.read_text())
         meta.update(changes)
         path.write_text(json.dumps(meta))
+
     return edit
 
 
@@ -105,6 +107,7 @@ def edit_json(key, change):
         doc = json.loads(path.read_text())
         change(doc)
         path.write_text(json.dumps(doc))
+
     return edit
 
 
@@ -114,6 +117,7 @@ def swap_first_two(key):
         array = np.load(path)
         array[[0, 1]] = array[[1, 0]]
         np.save(path, array)
+
     return edit
 
 
@@ -133,21 +137,42 @@ def reversed_record(store):
 
 # Each damage names the file it is in; every one makes verify say NOT healthy and exit 1.
 DAMAGE = {
-    "garbage JSON": [(garbage(key), key.removesuffix("/zarr.json")) for key in (
-        "manifest.json", "samples.json", "ingested_batches.json", "provenance.json", "coverage.zarr/zarr.json",
-        "blocks/00000000.json")],
+    "garbage JSON": [
+        (garbage(key), key.removesuffix("/zarr.json"))
+        for key in (
+            "manifest.json",
+            "samples.json",
+            "ingested_batches.json",
+            "provenance.json",
+            "coverage.zarr/zarr.json",
+            "blocks/00000000.json",
+        )
+    ],
     # blocks/00000000.json: a deleted block record
-    "missing file": [(remove(key), key.removesuffix("/zarr.json")) for key in (
-        "manifest.json", "samples.json", "ingested_batches.json", "sample_ids.json", "cpg_ids.npy",
-        "cpg_index/sorted_ids.npy", "cpg_index/locus_keys.npy", "coverage.zarr/zarr.json", "blocks/00000000.json")],
+    "missing file": [
+        (remove(key), key.removesuffix("/zarr.json"))
+        for key in (
+            "manifest.json",
+            "samples.json",
+            "ingested_batches.json",
+            "sample_ids.json",
+            "cpg_ids.npy",
+            "cpg_index/sorted_ids.npy",
+            "cpg_index/locus_keys.npy",
+            "coverage.zarr/zarr.json",
+            "blocks/00000000.json",
+        )
+    ],
     "wrong schema": [
         (edit_json("manifest.json", lambda m: m.pop("layout")), "manifest.json: layout is missing"),
         (edit_json("manifest.json", lambda m: m.update(coverage_dtype="int8")), "manifest.json: coverage_dtype"),
         (edit_json("samples.json", lambda d: d.update(S0000=["F", 40])), "samples.json: sample 'S0000'"),
         (edit_json("ingested_batches.json", lambda d: d.update(B0="S0000")), "ingested_batches.json: batch 'B0'"),
         (edit_json("provenance.json", lambda d: d.update(B0="paid")), "provenance.json: batch 'B0'"),
-        (edit_json("provenance.json", lambda d: next(iter(d.values()))[0].update(samples="S0000")),
-         "provenance.json: batch"),
+        (
+            edit_json("provenance.json", lambda d: next(iter(d.values()))[0].update(samples="S0000")),
+            "provenance.json: batch",
+        ),
         (edit_json("blocks/00000000.json", lambda d: d.update(beta=[1, 2])), "blocks/00000000.json does not hold"),
         (reversed_record, "blocks/00000000.json does not hold the shard record of block 0"),
     ],
@@ -160,8 +185,11 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize(("damage", "names"), [case for cases in DAMAGE.values() for case in cases],
-                         ids=[f"{kind}-{i}" for kind, cases in DAMAGE.items() for i in range(len(cases))])
+@pytest.mark.parametrize(
+    ("damage", "names"),
+    [case for cases in DAMAGE.values() for case in cases],
+    ids=[f"{kind}-{i}" for kind, cases in DAMAGE.items() for i in range(len(cases))],
+)
 def test_every_file_of_the_store_is_checked(filled, damage, names):
     damage(filled)
     report = verify_store(filled.storage.root)
@@ -181,8 +209,9 @@ def test_what_makes_info_fail_makes_verify_fail(filled):
 
 def test_verify_names_damaged_objects_on_s3(moto_server, warehouse):
     opts = moto_server.options
-    store = MethylStore.create(f"s3://{moto_server.new_bucket()}/s.methyl.zarr", warehouse=warehouse,
-                               storage_options=opts)
+    store = MethylStore.create(
+        f"s3://{moto_server.new_bucket()}/s.methyl.zarr", warehouse=warehouse, storage_options=opts
+    )
     Loader(store).ingest(IDS[:2], progress=False)
     assert verify_store(store.storage.uri, storage_options=opts).ok
     ids = np.load(io.BytesIO(store.storage.read_bytes("cpg_ids.npy")))
@@ -201,14 +230,20 @@ def test_cells_that_differ_from_the_warehouse_are_reported(tmp_path):
     def warehouse(path, value):
         wh = LocalWarehouse(path)
         wh.create_tables()
-        wh.append("cpgs", pa.table({"cpg_id": ["c1", "c2"], "chrom": ["chr1"] * 2,
-                                    "pos": pa.array([1, 2], pa.int64())}))
+        wh.append(
+            "cpgs", pa.table({"cpg_id": ["c1", "c2"], "chrom": ["chr1"] * 2, "pos": pa.array([1, 2], pa.int64())})
+        )
         wh.append("sample_batch_map", pa.table({"sample_id": ["a"], "batch_id": ["P"]}))
-        wh.append("beta", pa.table({"batch_id": ["P", "P"], "sample_id": ["a", "a"], "cpg_id": ["c1", "c2"],
-                                    "beta": [value, value]}))
-        wh.append("coverage", pa.table({"batch_id": ["P"], "sample_id": ["a"], "cpg_id": ["c1"],
-                                        "coverage": pa.array([5], pa.int64())}))
+        wh.append(
+            "beta",
+            pa.table({"batch_id": ["P", "P"], "sample_id": ["a", "a"], "cpg_id": ["c1", "c2"], "beta": [value, value]}),
+        )
+        wh.append(
+            "coverage",
+            pa.table({"batch_id": ["P"], "sample_id": ["a"], "cpg_id": ["c1"], "coverage": pa.array([5], pa.int64())}),
+        )
         return wh
+
     store = MethylStore.create(tmp_path / "s.zarr", warehouse=warehouse(tmp_path / "wh", 0.25))
     Loader(store).ingest(["a"], progress=False)
     assert store.verify(cells=20, seed=0).ok
@@ -230,9 +265,11 @@ def test_verify_of_a_path_that_is_not_a_store(tmp_path):
 def test_orphans_are_a_note_not_a_problem(filled):
     class Crash(Exception):
         pass
+
     with pytest.raises(Crash):  # the shards are written, not the block records
-        Loader(MethylStore.open(FaultyStorage(filled.storage, "blocks/*", fault=Crash))).ingest(["S0001"],
-                                                                                                 progress=False)
+        Loader(MethylStore.open(FaultyStorage(filled.storage, "blocks/*", fault=Crash))).ingest(
+            ["S0001"], progress=False
+        )
     (filled.storage.root / "write.lock").unlink(missing_ok=True)
     report = verify_store(filled.storage.root)
     assert report.ok and any("uncommitted row" in n for n in report.notes)

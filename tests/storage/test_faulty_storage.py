@@ -28,6 +28,7 @@ def test_a_callable_fault_runs_before_the_write_which_then_goes_ahead(tmp_path):
 
     def look(key):
         seen.append((key, (tmp_path / key).exists()))
+
     faulty = FaultyStorage(LocalStorage(tmp_path), "x.json", fault=look)
     faulty.write_atomic("x.json", b"{}")
     assert seen == [("x.json", False)] and (tmp_path / "x.json").read_bytes() == b"{}"
@@ -35,8 +36,9 @@ def test_a_callable_fault_runs_before_the_write_which_then_goes_ahead(tmp_path):
 
 def test_writes_through_its_zarr_stores_are_counted_by_their_key_in_the_store(tmp_path):
     faulty = FaultyStorage(LocalStorage(tmp_path), "a.zarr/c/*", nth=2, fault=Crash)
-    arr = zarr.create_array(store=faulty.zarr_store("a.zarr", read_only=False), shape=(4, 4), chunks=(1, 4),
-                            dtype="float32", zarr_format=3)
+    arr = zarr.create_array(
+        store=faulty.zarr_store("a.zarr", read_only=False), shape=(4, 4), chunks=(1, 4), dtype="float32", zarr_format=3
+    )
     arr[0] = np.arange(4)
     with pytest.raises(Crash):
         arr[1] = np.arange(4)

@@ -29,8 +29,14 @@ from xr_methyl.testing.faulty_storage import FaultyStorage
 
 IDS = ["S0002", "S0005", "S0011"]
 #: Objects an append replaces by design (the commit, the write-ahead sidecars, the arrays' shape).
-REPLACED_BY_AN_APPEND = {"sample_ids.json", "samples.json", "ingested_batches.json", "provenance.json",
-                         "beta.zarr/zarr.json", "coverage.zarr/zarr.json"}
+REPLACED_BY_AN_APPEND = {
+    "sample_ids.json",
+    "samples.json",
+    "ingested_batches.json",
+    "provenance.json",
+    "beta.zarr/zarr.json",
+    "coverage.zarr/zarr.json",
+}
 
 
 @pytest.fixture
@@ -40,8 +46,9 @@ def bucket(moto_server):
 
 @pytest.fixture
 def s3_store(moto_server, bucket, warehouse):
-    return MethylStore.create(f"s3://{bucket}/cohort.methyl.zarr", warehouse=warehouse,
-                              storage_options=moto_server.options)
+    return MethylStore.create(
+        f"s3://{bucket}/cohort.methyl.zarr", warehouse=warehouse, storage_options=moto_server.options
+    )
 
 
 def dead_pid() -> int:
@@ -57,12 +64,18 @@ def put_lock(storage: S3Storage, **fields) -> None:
 
 # -- create, open, read ------------------------------------------------------------------------------------
 def test_create_writes_the_same_layout_as_on_disk(moto_server, bucket, tmp_path):
-    cpgs = pa.table({"cpg_id": [f"chr1:{100 + i}" for i in range(100)], "chrom": ["chr1"] * 100,
-                     "pos": pa.array(range(100, 200), pa.int64())})
+    cpgs = pa.table(
+        {
+            "cpg_id": [f"chr1:{100 + i}" for i in range(100)],
+            "chrom": ["chr1"] * 100,
+            "pos": pa.array(range(100, 200), pa.int64()),
+        }
+    )
     layout = Layout(sample_block=4, chunk_rows=4, cpg_chunk=16, cpg_shard=64)
     local = MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=cpgs, layout=layout)
-    remote = MethylStore.create(f"s3://{bucket}/deep/prefix/s.methyl.zarr", cpg_ids=cpgs, layout=layout,
-                                storage_options=moto_server.options)
+    remote = MethylStore.create(
+        f"s3://{bucket}/deep/prefix/s.methyl.zarr", cpg_ids=cpgs, layout=layout, storage_options=moto_server.options
+    )
     assert remote.storage.uri == f"s3://{bucket}/deep/prefix/s.methyl.zarr"
     assert dict(remote.storage.walk()).keys() == dict(local.storage.walk()).keys()  # no marker, no lock left
     for key, _ in local.storage.walk():
@@ -88,8 +101,9 @@ def test_open_dataset_and_ensure_equal_the_pandas_pivot(moto_server, s3_store, t
     again = xr.open_dataset(uri, engine="methylzarr", storage_options=moto_server.options)
     assert sorted(again.sample.values) == sorted(wanted)
     picked = again.sel(sample=["S0019", "S0002"], cpg=list(truth.beta.columns[[7, 2999, 40]]))
-    np.testing.assert_array_equal(picked.beta.values,
-                                  truth.beta.loc[["S0019", "S0002"], list(truth.beta.columns[[7, 2999, 40]])])
+    np.testing.assert_array_equal(
+        picked.beta.values, truth.beta.loc[["S0019", "S0002"], list(truth.beta.columns[[7, 2999, 40]])]
+    )
     assert again.methyl.region("chr2", 0, 10**9).sizes["cpg"] == int((again.chrom == "chr2").sum())
     store = MethylStore.open(uri, storage_options=moto_server.options)
     report = store.verify(cells=100, seed=2)
@@ -126,8 +140,9 @@ def test_appends_never_rewrite_or_read_existing_objects(moto_server, s3_store, m
     root = s3_store.storage.prefix + "/"
     assert not [r for r in reads if r.removeprefix(root) in kept]
     assert [r for r in reads if "/c/" in r]  # (the log does see the new shards' look-ups)
-    np.testing.assert_array_equal(MethylStore.open(s3_store.storage).read("beta", IDS),
-                                  Loader(s3_store).load(IDS, progress=False).beta.values)
+    np.testing.assert_array_equal(
+        MethylStore.open(s3_store.storage).read("beta", IDS), Loader(s3_store).load(IDS, progress=False).beta.values
+    )
 
 
 # -- the commit is a compare-and-swap ----------------------------------------------------------------------
@@ -139,6 +154,7 @@ def test_a_stale_writers_commit_fails_and_loses_nothing(s3_store, truth):
     def meanwhile(key):  # A has written its shards and block records; its sidecars come next
         storage.remove("write.lock")  # as a takeover of a lock judged dead would
         Loader(MethylStore.open(storage)).ingest(["S0009", "S0016"], progress=False)
+
     faulty = FaultyStorage(storage, "ingested_batches.json", fault=meanwhile)
     with pytest.raises(StoreConflictError, match="changed under the write lock.*not committed"):
         Loader(MethylStore.open(faulty)).ingest(["S0004", "S0005"], progress=False)
@@ -166,9 +182,15 @@ print("done", flush=True)
 
 def test_two_writer_processes_with_overlapping_samples(moto_server, s3_store, warehouse, truth):
     requests = [["S0001", "S0002", "S0009", "S0016", "S0017"], ["S0017", "S0009", "S0010", "S0002", "S0018"]]
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, s3_store.storage.uri, str(warehouse.path),
-                               moto_server.endpoint, *ids], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for ids in requests]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, s3_store.storage.uri, str(warehouse.path), moto_server.endpoint, *ids],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ids in requests
+    ]
     for p in procs:
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0 and "done" in out, err[-2000:]
@@ -233,8 +255,9 @@ with S3Storage(sys.argv[1], {"endpoint_url": sys.argv[2]}).lock("write.lock", ti
 
 
 def test_a_writer_killed_holding_the_lock_does_not_block_the_next(moto_server, s3_store, truth):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, s3_store.storage.uri, moto_server.endpoint],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, s3_store.storage.uri, moto_server.endpoint], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         holder.send_signal(signal.SIGKILL)  # not reaped yet: a zombie
@@ -257,8 +280,12 @@ def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, f
     Loader(s3_store).ingest(IDS, progress=False)
     committed = s3_store.storage.objects()
     # "shard": the first shard is written, the second fails
-    faulty = FaultyStorage(s3_store.storage, "*.zarr/c/*" if fail_at == "shard" else f"{fail_at}*",
-                           nth=2 if fail_at == "shard" else 1, fault=Crash)
+    faulty = FaultyStorage(
+        s3_store.storage,
+        "*.zarr/c/*" if fail_at == "shard" else f"{fail_at}*",
+        nth=2 if fail_at == "shard" else 1,
+        fault=Crash,
+    )
     new = ["S0016", "S0017", "S0018"]
     with pytest.raises(Crash):
         Loader(MethylStore.open(faulty)).ingest(new, progress=False)
@@ -268,7 +295,8 @@ def test_an_interrupted_append_reopens_at_the_previous_commit(s3_store, truth, f
     np.testing.assert_array_equal(reopened.read("beta", IDS), truth.beta.loc[IDS].to_numpy())
     after = s3_store.storage.objects()
     assert {k: after[k] for k in committed if k not in REPLACED_BY_AN_APPEND} == {
-        k: v for k, v in committed.items() if k not in REPLACED_BY_AN_APPEND}
+        k: v for k, v in committed.items() if k not in REPLACED_BY_AN_APPEND
+    }
     assert not s3_store.storage.exists("write.lock")
     Loader(reopened).ingest(new, progress=False)  # a re-run completes over what the crash left
     final = MethylStore.open(s3_store.storage)
@@ -283,7 +311,8 @@ def test_gc_reclaims_what_interrupted_writers_leave_on_s3(s3_store, monkeypatch)
     Loader(s3_store).ingest(IDS, progress=False)
     with pytest.raises(Crash):  # shards and block records written, then the writer dies
         Loader(MethylStore.open(FaultyStorage(s3_store.storage, "ingested_batches.json", fault=Crash))).ingest(
-            ["S0016", "S0017"], progress=False)
+            ["S0016", "S0017"], progress=False
+        )
     storage = s3_store.storage
     storage.write_atomic(".probe-0123456789ab.tmp", b"probe")  # a writability check killed between PUT and DELETE
     put_lock(storage, pid=dead_pid())
@@ -329,8 +358,11 @@ def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, ware
 
     # A creator killed outright leaves its objects, its marker and its lock: nothing opens there, and
     # the next create takes over the dead creator's lock and clears what it left.
-    creator = subprocess.Popen([sys.executable, "-c", KILLED_CREATE, uri, moto_server.endpoint, str(warehouse.path)],
-                               stdout=subprocess.PIPE, text=True)
+    creator = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CREATE, uri, moto_server.endpoint, str(warehouse.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert creator.stdout.readline().strip() == "half-way"
         creator.send_signal(signal.SIGKILL)
@@ -371,9 +403,11 @@ def test_an_interrupted_create_leaves_no_visible_store(moto_server, bucket, ware
 # -- bad input ------------------------------------------------------------------------------------------
 def test_bad_locations_get_clear_errors(moto_server, bucket, warehouse):
     opts = moto_server.options
-    for call in (lambda: MethylStore.open("s3://no-such-bucket-xr/s", storage_options=opts),
-                 lambda: MethylStore.create("s3://no-such-bucket-xr/s", cpg_ids=["a"], storage_options=opts),
-                 lambda: xr.open_dataset("s3://no-such-bucket-xr/s", engine="methylzarr", storage_options=opts)):
+    for call in (
+        lambda: MethylStore.open("s3://no-such-bucket-xr/s", storage_options=opts),
+        lambda: MethylStore.create("s3://no-such-bucket-xr/s", cpg_ids=["a"], storage_options=opts),
+        lambda: xr.open_dataset("s3://no-such-bucket-xr/s", engine="methylzarr", storage_options=opts),
+    ):
         with pytest.raises(StoreNotFoundError, match="bucket 'no-such-bucket-xr' does not exist"):
             call()
     with pytest.raises(StoreNotFoundError, match="no methylzarr store at"):
@@ -411,8 +445,14 @@ def test_a_store_that_cannot_be_written_is_refused_before_the_warehouse_is_paid(
     from xr_methyl import StoreWriteError
 
     def denied(**kwargs):
-        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
-                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+        raise ClientError(
+            {
+                "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "PutObject",
+        )
+
     monkeypatch.setattr(s3_store.storage.client, "put_object", denied)
     with pytest.raises(PermissionError, match="access denied to s3://.*probe"):
         s3_store.storage.check_writable()
@@ -465,8 +505,10 @@ def test_the_command_line_on_s3(moto_server, bucket, warehouse, truth, capsys):
     assert code == 1 and "no methylzarr store at" in err
     code, _, err = cli("info", uri, "-o", "endpoint_url")
     assert code == 1 and "expected KEY=VALUE" in err
-    np.testing.assert_array_equal(MethylStore.open(uri, storage_options=moto_server.options).read(
-        "beta", ["S0003", "S0012"]), truth.beta.loc[["S0003", "S0012"]].to_numpy())
+    np.testing.assert_array_equal(
+        MethylStore.open(uri, storage_options=moto_server.options).read("beta", ["S0003", "S0012"]),
+        truth.beta.loc[["S0003", "S0012"]].to_numpy(),
+    )
 
 
 # -- dask workers read and write the S3 store with no shared local state ----------------------------------
@@ -493,8 +535,7 @@ def test_a_dask_cluster_fills_and_reads_the_s3_store(client, moto_server, s3_sto
     order = list(ds.sample.values)
     beta = truth.beta.loc[order].to_numpy(np.float64)
     coverage = truth.coverage.loc[order].to_numpy()
-    np.testing.assert_allclose(on_cluster.values, np.nanmean(np.where(coverage >= 5, beta, np.nan), axis=1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(on_cluster.values, np.nanmean(np.where(coverage >= 5, beta, np.nan), axis=1), rtol=1e-5)
     import dask
 
     with dask.config.set(scheduler="synchronous"):

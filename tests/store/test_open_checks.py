@@ -34,8 +34,9 @@ def shuffled_table():
     order = np.r_[0, 20, np.random.default_rng(4).permutation(np.r_[1:20, 21:40])]
     chrom = np.array(["chr1"] * 20 + ["chr2"] * 20)[order]
     pos = (1000 + 7 * np.arange(40))[order]
-    return pa.table({"cpg_id": [f"{c}:{p}" for c, p in zip(chrom, pos)], "chrom": chrom.tolist(),
-                     "pos": pa.array(pos, pa.int64())})
+    return pa.table(
+        {"cpg_id": [f"{c}:{p}" for c, p in zip(chrom, pos)], "chrom": chrom.tolist(), "pos": pa.array(pos, pa.int64())}
+    )
 
 
 def swap_first_two(path):
@@ -62,8 +63,11 @@ def test_a_replaced_cpg_ids_file_is_refused_at_open(tmp_path):
     ids[7] = b"cgCHANGED"
     np.save(path / "cpg_ids.npy", ids)
     for opening in (MethylStore.open, lambda p: xr.open_dataset(p, engine="methylzarr")):
-        with pytest.raises(CorruptStoreError, match=r"cpg_ids\.npy: it differs from what the store was created "
-                                                    r"with .* put the original file back"):
+        with pytest.raises(
+            CorruptStoreError,
+            match=r"cpg_ids\.npy: it differs from what the store was created "
+            r"with .* put the original file back",
+        ):
             opening(path)
 
 
@@ -77,8 +81,9 @@ def test_every_file_that_labels_columns_is_checked(tmp_path, name):
 
 
 def test_a_missing_axis_file_or_one_the_store_was_not_created_with_is_refused(tmp_path):
-    store = MethylStore.create(tmp_path / "s.zarr", cpg_ids=shuffled_table().sort_by([("chrom", "ascending"),
-                                                                                      ("pos", "ascending")]))
+    store = MethylStore.create(
+        tmp_path / "s.zarr", cpg_ids=shuffled_table().sort_by([("chrom", "ascending"), ("pos", "ascending")])
+    )
     index = store.storage.root / "cpg_index"
     assert not (index / "locus_order.npy").exists()  # a genome-order axis needs none
     np.save(index / "locus_order.npy", np.arange(40)[::-1])  # would reorder every region look-up
@@ -147,8 +152,9 @@ def test_stores_without_per_file_hashes_check_their_ids(tmp_path):
         MethylStore.open(root)
 
 
-def test_the_local_copy_of_an_s3_axis_is_checked_and_downloaded_again_when_damaged(moto_server, tmp_path,
-                                                                                   monkeypatch, caplog):
+def test_the_local_copy_of_an_s3_axis_is_checked_and_downloaded_again_when_damaged(
+    moto_server, tmp_path, monkeypatch, caplog
+):
     monkeypatch.setenv("XR_METHYL_CACHE", str(tmp_path / "cache"))
     uri, opts = f"s3://{moto_server.new_bucket()}/s.zarr", moto_server.options
     MethylStore.create(uri, cpg_ids=IDS, storage_options=opts)  # fills the local copy with the bytes it wrote
@@ -199,8 +205,13 @@ def test_open_refuses_a_manifest_or_sidecar_of_the_wrong_shape(tmp_path, key, ed
 
 def test_provenance_of_the_wrong_shape_is_refused_where_it_is_read(tmp_path):
     store = MethylStore.create(tmp_path / "s.zarr", cpg_ids=IDS, layout=LAYOUT)
-    store.append("B1", ["a"], np.full((1, 40), 0.5, np.float32), np.ones((1, 40), np.uint16),
-                 provenance={"queries": [{"query_id": "q1", "bytes_scanned": 10, "dollars": 0.5}]})
+    store.append(
+        "B1",
+        ["a"],
+        np.full((1, 40), 0.5, np.float32),
+        np.ones((1, 40), np.uint16),
+        provenance={"queries": [{"query_id": "q1", "bytes_scanned": 10, "dollars": 0.5}]},
+    )
     assert store.cost() == {"queries": 1, "bytes_scanned": 10, "dollars": 0.5}
     path = store.storage.root / "provenance.json"
     doc = json.loads(path.read_text())

@@ -51,7 +51,8 @@ def test_uri_round_trip_and_no_credentials_anywhere(athena, tmp_path, odd):
     again = open_warehouse(uri)
     assert isinstance(again, AthenaWarehouse) and vars(again).keys() == vars(athena).keys()
     assert {k: v for k, v in vars(again).items() if not k.startswith("_")} == {
-        k: v for k, v in vars(athena).items() if not k.startswith("_")}
+        k: v for k, v in vars(athena).items() if not k.startswith("_")
+    }
     store = MethylStore.create(tmp_path / "s.zarr", warehouse=athena)
     Loader(store).ingest(["S1"], progress=False)  # the store reopens the warehouse from its manifest
     written = b"".join(p.read_bytes() for p in (tmp_path / "s.zarr").glob("*.json"))
@@ -75,10 +76,12 @@ def test_bad_uris_are_refused_with_the_reason(uri, message):
 
 
 def test_import_stays_light():
-    code = ("import sys, xr_methyl; from xr_methyl import AthenaWarehouse, IcebergWarehouse;"
-            "AthenaWarehouse('db', unload_location='s3://b/u/', work_group='wg');"
-            "print(sorted(m for m in ('pyathena', 'boto3', 'botocore', 'pyiceberg', 'duckdb', 'moto', 'sqlglot')"
-            " if m in sys.modules))")
+    code = (
+        "import sys, xr_methyl; from xr_methyl import AthenaWarehouse, IcebergWarehouse;"
+        "AthenaWarehouse('db', unload_location='s3://b/u/', work_group='wg');"
+        "print(sorted(m for m in ('pyathena', 'boto3', 'botocore', 'pyiceberg', 'duckdb', 'moto', 'sqlglot')"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -107,8 +110,11 @@ def test_a_failed_unload_commits_nothing_and_leaves_no_files(odd, athena, moto_s
 
     odd[1]._unload = failing_coverage
     try:
-        with pytest.raises(WarehouseError, match=r"Athena query [0-9a-f-]{36} \(unload coverage 1/1\) FAILED: "
-                                                 "HIVE_WRITER_CLOSE_ERROR"):
+        with pytest.raises(
+            WarehouseError,
+            match=r"Athena query [0-9a-f-]{36} \(unload coverage 1/1\) FAILED: "
+            "HIVE_WRITER_CLOSE_ERROR",
+        ):
             Loader(store).ingest(["S1", "S2", "O'Brien"], progress=False)
     finally:
         odd[1]._unload = original
@@ -155,8 +161,16 @@ def test_the_standin_enforces_athenas_limits(odd, athena):
     finally:
         odd[1].max_partitions = 100
     with pytest.raises(WarehouseError, match="did not start.*262144"):
-        athena._run(unload_sql("methylation", "beta", "beta", athena.unload_location + "big/",
-                               {f"P{i}": ["S" * 1000] * 3 for i in range(101)}), what="raw")
+        athena._run(
+            unload_sql(
+                "methylation",
+                "beta",
+                "beta",
+                athena.unload_location + "big/",
+                {f"P{i}": ["S" * 1000] * 3 for i in range(101)},
+            ),
+            what="raw",
+        )
 
 
 # --------------------------------------------------------------------- splitting
@@ -180,8 +194,17 @@ def many(tmp_path_factory, moto_server):
     rng = np.random.default_rng(8)
     rows = [(plate[s], s, c) for s in samples for c in cpgs if rng.random() < 0.8]
     beta = rng.random(len(rows)).round(6)
-    local.append("beta", pa.table({"batch_id": [r[0] for r in rows], "sample_id": [r[1] for r in rows],
-                                   "cpg_id": [r[2] for r in rows], "beta": beta}))
+    local.append(
+        "beta",
+        pa.table(
+            {
+                "batch_id": [r[0] for r in rows],
+                "sample_id": [r[1] for r in rows],
+                "cpg_id": [r[2] for r in rows],
+                "beta": beta,
+            }
+        ),
+    )
     truth = {(r[0], r[1], r[2]): float(v) for r, v in zip(rows, beta)}
     standin = start_standin(local, moto_server)
     yield samples, plate, truth, standin
@@ -246,8 +269,12 @@ def test_info_shows_what_the_warehouse_cost(odd, athena, tmp_path):
     Loader(store).ingest(["S7"], progress=False)
     cost = MethylStore.open(path).cost()
     assert cost["queries"] == 6  # two ensures x (lookup + 2 UNLOADs)
-    ran = {q for entries in MethylStore.open(path).provenance.values() for e in entries for q in
-           [x["query_id"] for x in e["queries"]]}
+    ran = {
+        q
+        for entries in MethylStore.open(path).provenance.values()
+        for e in entries
+        for q in [x["query_id"] for x in e["queries"]]
+    }
     assert cost["bytes_scanned"] == sum(odd[1].executions[q].scanned for q in ran)
     assert cost["dollars"] == pytest.approx(6 * 5 * 10 / 2**20)  # each query below the 10 MiB minimum
     assert main(["info", str(path)]) == 0

@@ -43,14 +43,26 @@ INJECTIONS = [
     "%(sample)s",
     "?",
 ]
-ODD_BATCHES = ["B1", "plate 2/A=1%", "é 漢", "..", "../x", "a/b", "batch_id=0", "back\\slash", 'say "hi"', "50%",
-               "a%20b",
-               "%2F", "x?y#z*{w}[v]^:"]
+ODD_BATCHES = [
+    "B1",
+    "plate 2/A=1%",
+    "é 漢",
+    "..",
+    "../x",
+    "a/b",
+    "batch_id=0",
+    "back\\slash",
+    'say "hi"',
+    "50%",
+    "a%20b",
+    "%2F",
+    "x?y#z*{w}[v]^:",
+]
 
 # Any id check_sql_ids accepts: printable, no surrounding whitespace, no surrogates.
-ids = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
-).filter(lambda s: s == s.strip() and "\ufffe" not in s and "\uffff" not in s)
+ids = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40).filter(
+    lambda s: s == s.strip() and "\ufffe" not in s and "\uffff" not in s
+)
 
 
 def _string_literals(tree: exp.Expression) -> list[str]:
@@ -80,8 +92,7 @@ def test_injection_ids_stay_data_in_the_resolve_query(evil):
 
 @pytest.mark.parametrize("evil", INJECTIONS)
 def test_injection_ids_stay_data_in_an_unload(evil):
-    (unload,) = plan_unloads("methylation", "beta", "beta", "s3://bucket/u/",
-                             {evil: ["S1", evil], "B1": [evil]})
+    (unload,) = plan_unloads("methylation", "beta", "beta", "s3://bucket/u/", {evil: ["S1", evil], "B1": [evil]})
     select, location, options = parse_unload(unload.sql)
     assert location == "s3://bucket/u/part-00000/"
     assert options == {"format": "PARQUET", "compression": "SNAPPY", "partitioned_by": ["batch_id"]}
@@ -114,8 +125,9 @@ def _pairs(unloads):
 def test_thousands_of_long_ids_split_under_athenas_limits():
     rng = random.Random(5)
     batches = {
-        f"plate-{b:04d}-{'x' * rng.randrange(0, 30)}": [f"sample-{b:04d}-{i:03d}-{'y' * 24}'"
-                                                       for i in range(rng.randrange(1, 120))]
+        f"plate-{b:04d}-{'x' * rng.randrange(0, 30)}": [
+            f"sample-{b:04d}-{i:03d}-{'y' * 24}'" for i in range(rng.randrange(1, 120))
+        ]
         for b in range(400)
     }
     n_pairs = sum(map(len, batches.values()))
@@ -175,8 +187,9 @@ def test_output_directories_map_back_to_their_batch(batch):
         assert batch_of_partition("batch_id=" + batch, [batch, "other"]) == batch
 
 
-@pytest.mark.parametrize("directory", ["batch_id=", "batch_id=nope", "other=B1", "batch_id=B1/..", "../batch_id=B1",
-                                       "batch_id=%FF"])
+@pytest.mark.parametrize(
+    "directory", ["batch_id=", "batch_id=nope", "other=B1", "batch_id=B1/..", "../batch_id=B1", "batch_id=%FF"]
+)
 def test_unexpected_output_directories_are_refused(directory):
     with pytest.raises(ValueError):
         batch_of_partition(directory, ["B1", "..", "a/b"])

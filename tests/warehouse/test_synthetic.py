@@ -124,6 +124,7 @@ def test_a_few_betas_are_null_with_their_coverage_kept(small, beta, coverage):
 
 def test_null_betas_leave_the_other_values_alone(tmp_path):
     kwargs = dict(n_samples=4, n_cpgs=2000, batch_size=4, n_age_cpgs=5, seed=4)
+
     def rows(path, fraction):
         cohort = build_cohort(tmp_path / path, null_beta_fraction=fraction, **kwargs)
         return _long(cohort, "beta").sort_values(["sample_id", "cpg_id"], ignore_index=True)

@@ -133,8 +133,9 @@ def test_injection_ids_resolve_to_nothing(case, evil):
 SELECTIONS = {
     "one batch": {"B1": ["S1", "S2"]},
     "stray rows of S1 under another batch": {"plate 2/A=1%": ["O'Brien", "S1"]},
-    "every sample by its batch": {b: [s for s, v in SAMPLES.items() if v[0] == b] for b in dict.fromkeys(
-        v[0] for v in SAMPLES.values())},
+    "every sample by its batch": {
+        b: [s for s, v in SAMPLES.items() if v[0] == b] for b in dict.fromkeys(v[0] for v in SAMPLES.values())
+    },
     "injection and quotes": {"B1": ["S1"], "é 漢": [INJECTION], INJECTION: ['x"y']},
 }
 
@@ -245,21 +246,50 @@ def test_ensure_through_xarray_equals_an_independent_pivot(cohort_case, tmp_path
 # ------------------------------------------- a warehouse another pipeline wrote: NULL and NaN values
 
 NAN, INF = float("nan"), float("inf")
-PIPELINE_CPGS = [("chr1:100", "chr1", 100), ("chr1:250", "chr1", 250), ("chr1:300", "chr1", 300),
-                 ("chr1:420", "chr1", 420), ("chr1:500", "chr1", 500), ("chr1:610", "chr1", 610),
-                 ("chr1:700", "chr1", 700), ("chr2:50", "chr2", 50)]
+PIPELINE_CPGS = [
+    ("chr1:100", "chr1", 100),
+    ("chr1:250", "chr1", 250),
+    ("chr1:300", "chr1", 300),
+    ("chr1:420", "chr1", 420),
+    ("chr1:500", "chr1", 500),
+    ("chr1:610", "chr1", 610),
+    ("chr1:700", "chr1", 700),
+    ("chr2:50", "chr2", 50),
+]
 C = [c for c, _, _ in PIPELINE_CPGS]  # chr2:50 has no row in either table
 GOOD_BATCHES = {"A": "plate 1", "B": "plate 1", "C/7": "plate 2"}
 GOOD_BETA = [  # (sample, cpg, beta); None is a NULL
-    ("A", C[0], 0.25), ("A", C[1], None), ("A", C[2], NAN), ("A", C[3], 1.0), ("A", C[5], 0.0),
-    ("B", C[0], None), ("B", C[1], NAN), ("B", C[2], None), ("B", C[6], None),  # every call of B failed
-    ("C/7", C[0], 0.5), ("C/7", C[1], 0.125), ("C/7", C[2], None), ("C/7", C[3], 0.75), ("C/7", C[4], NAN),
+    ("A", C[0], 0.25),
+    ("A", C[1], None),
+    ("A", C[2], NAN),
+    ("A", C[3], 1.0),
+    ("A", C[5], 0.0),
+    ("B", C[0], None),
+    ("B", C[1], NAN),
+    ("B", C[2], None),
+    ("B", C[6], None),  # every call of B failed
+    ("C/7", C[0], 0.5),
+    ("C/7", C[1], 0.125),
+    ("C/7", C[2], None),
+    ("C/7", C[3], 0.75),
+    ("C/7", C[4], NAN),
     ("C/7", C[5], 0.3),
 ]
 GOOD_COVERAGE = [  # (sample, cpg, coverage); None is a NULL
-    ("A", C[0], 10), ("A", C[1], 7), ("A", C[2], None), ("A", C[3], None), ("A", C[4], 4),  # C[4]: coverage only
-    ("B", C[0], 0), ("B", C[1], 3), ("B", C[6], None),  # B's C[2]: a NULL beta without a coverage row
-    ("C/7", C[0], 12), ("C/7", C[1], 9), ("C/7", C[2], 2), ("C/7", C[3], 30), ("C/7", C[4], 1), ("C/7", C[5], None),
+    ("A", C[0], 10),
+    ("A", C[1], 7),
+    ("A", C[2], None),
+    ("A", C[3], None),
+    ("A", C[4], 4),  # C[4]: coverage only
+    ("B", C[0], 0),
+    ("B", C[1], 3),
+    ("B", C[6], None),  # B's C[2]: a NULL beta without a coverage row
+    ("C/7", C[0], 12),
+    ("C/7", C[1], 9),
+    ("C/7", C[2], 2),
+    ("C/7", C[3], 30),
+    ("C/7", C[4], 1),
+    ("C/7", C[5], None),
 ]
 # Each refused sample in a batch of its own: (beta rows, coverage rows, what the error says).
 REFUSED = {
@@ -274,14 +304,25 @@ REFUSED = {
 
 def pipeline_tables(beta_rows, coverage_rows, batch_of: dict[str, str]) -> dict[str, pa.Table]:
     """The four tables as plain Arrow tables of the types the warehouse expects (NULLs as written)."""
+
     def long(rows, name, kind):
-        return pa.table({"batch_id": pa.array([batch_of[s] for s, _, _ in rows], pa.string()),
-                         "sample_id": pa.array([s for s, _, _ in rows], pa.string()),
-                         "cpg_id": pa.array([c for _, c, _ in rows], pa.string()),
-                         name: pa.array([v for _, _, v in rows], kind)})
+        return pa.table(
+            {
+                "batch_id": pa.array([batch_of[s] for s, _, _ in rows], pa.string()),
+                "sample_id": pa.array([s for s, _, _ in rows], pa.string()),
+                "cpg_id": pa.array([c for _, c, _ in rows], pa.string()),
+                name: pa.array([v for _, _, v in rows], kind),
+            }
+        )
+
     return {
-        "cpgs": pa.table({"cpg_id": C, "chrom": [ch for _, ch, _ in PIPELINE_CPGS],
-                          "pos": pa.array([p for _, _, p in PIPELINE_CPGS], pa.int64())}),
+        "cpgs": pa.table(
+            {
+                "cpg_id": C,
+                "chrom": [ch for _, ch, _ in PIPELINE_CPGS],
+                "pos": pa.array([p for _, _, p in PIPELINE_CPGS], pa.int64()),
+            }
+        ),
         "sample_batch_map": pa.table({"sample_id": list(batch_of), "batch_id": list(batch_of.values())}),
         "beta": long(beta_rows, "beta", pa.float64()),
         "coverage": long(coverage_rows, "coverage", pa.int64()),
@@ -328,8 +369,9 @@ def pipeline(request, tmp_path_factory):
         from pyiceberg.catalog import load_catalog
 
         wh = glue_warehouse(request.getfixturevalue("moto_server"), "pipeline")
-        write_like_a_pipeline(load_catalog(wh.catalog_name, **wh.properties), wh.namespace,
-                              all_tables(GOOD_BETA, GOOD_COVERAGE))
+        write_like_a_pipeline(
+            load_catalog(wh.catalog_name, **wh.properties), wh.namespace, all_tables(GOOD_BETA, GOOD_COVERAGE)
+        )
         yield wh
         return
     local = pipeline_warehouse(tmp_path_factory.mktemp(f"pipeline-{kind}") / "wh")
@@ -352,8 +394,7 @@ def independent_pivot(beta_rows, coverage_rows, samples) -> tuple[np.ndarray, np
         frame = pd.DataFrame(rows, columns=["sample_id", "cpg_id", "value"]).astype({"value": "float64"})
         return frame.pivot(index="sample_id", columns="cpg_id", values="value").reindex(index=samples, columns=C)
 
-    return (wide(beta_rows).to_numpy(np.float32),
-            wide(coverage_rows).fillna(0).to_numpy(np.int64))
+    return (wide(beta_rows).to_numpy(np.float32), wide(coverage_rows).fillna(0).to_numpy(np.int64))
 
 
 def test_null_and_nan_values_are_stored_as_missing(pipeline, tmp_path):
@@ -380,9 +421,11 @@ def test_null_and_nan_values_are_stored_as_missing(pipeline, tmp_path):
     changed_coverage = [(s, c, 3 if (s, c) == ("A", C[3]) else v) for s, c, v in GOOD_COVERAGE]
     other = pipeline_warehouse(tmp_path / "changed", changed_beta, changed_coverage)
     problems = verify_store(path, warehouse=other, cells=400, seed=0).problems
-    for found in [f"beta of ('A', '{C[1]}'): store has nan, warehouse has 0.5",
-                  f"beta of ('C/7', '{C[0]}'): store has 0.5, warehouse has NULL",
-                  f"coverage of ('A', '{C[3]}'): store has 0, warehouse has 3.0"]:
+    for found in [
+        f"beta of ('A', '{C[1]}'): store has nan, warehouse has 0.5",
+        f"beta of ('C/7', '{C[0]}'): store has 0.5, warehouse has NULL",
+        f"coverage of ('A', '{C[3]}'): store has 0, warehouse has 3.0",
+    ]:
         assert found in problems, problems
     assert len(problems) == 3, problems
 

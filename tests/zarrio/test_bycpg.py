@@ -30,8 +30,13 @@ def layout(codec="zstd"):
 
 
 def cpg_table(n=N_CPGS):
-    return pa.table({"cpg_id": [f"chr1:{100 + i}" for i in range(n)], "chrom": ["chr1"] * n,
-                     "pos": pa.array([100 + i for i in range(n)], pa.int64())})
+    return pa.table(
+        {
+            "cpg_id": [f"chr1:{100 + i}" for i in range(n)],
+            "chrom": ["chr1"] * n,
+            "pos": pa.array([100 + i for i in range(n)], pa.int64()),
+        }
+    )
 
 
 def make_block(n, seed):
@@ -62,8 +67,11 @@ def filled(request, tmp_path):
 
 
 def shard_hashes(store):
-    return {key: hashlib.sha256(store.storage.read_bytes(key)).hexdigest()
-            for key, _ in sorted(store.storage.walk()) if "/c/" in key}
+    return {
+        key: hashlib.sha256(store.storage.read_bytes(key)).hexdigest()
+        for key, _ in sorted(store.storage.walk())
+        if "/c/" in key
+    }
 
 
 class Spy:
@@ -81,13 +89,16 @@ class Spy:
 
 
 # -- the layout ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"by_cpg_chunk": -1}, "by_cpg_chunk=-1"),
-    ({"by_cpg_chunk": 2.5}, "by_cpg_chunk=2.5"),
-    ({"by_cpg_chunk": True}, "by_cpg_chunk=True"),
-    ({"by_cpg_chunk": 48}, "by_cpg_chunk=48 must divide cpg_shard=128"),
-    ({"by_cpg_chunk": 16, "by_cpg_codec": "lz4"}, "by_cpg_codec='lz4'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"by_cpg_chunk": -1}, "by_cpg_chunk=-1"),
+        ({"by_cpg_chunk": 2.5}, "by_cpg_chunk=2.5"),
+        ({"by_cpg_chunk": True}, "by_cpg_chunk=True"),
+        ({"by_cpg_chunk": 48}, "by_cpg_chunk=48 must divide cpg_shard=128"),
+        ({"by_cpg_chunk": 16, "by_cpg_codec": "lz4"}, "by_cpg_codec='lz4'"),
+    ],
+)
 def test_bad_layouts_are_refused_by_name(tmp_path, kwargs, message):
     bad = Layout(sample_block=4, chunk_rows=1, cpg_chunk=32, cpg_shard=128, **kwargs)
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -106,10 +117,13 @@ def test_a_chunk_that_does_not_divide_a_one_shard_axis_is_rounded_into_the_shard
 def test_the_manifest_records_it_and_stores_without_it_read_as_none(tmp_path, filled):
     store, _ = filled
     assert json.loads(store.storage.read_bytes("manifest.json"))["layout"]["by_cpg"] == {
-        "chunk": 16, "codec": store.layout.by_cpg_codec}
+        "chunk": 16,
+        "codec": store.layout.by_cpg_codec,
+    }
     assert MethylStore.open(store.storage).layout.by_cpg_chunk == 16
-    plain = MethylStore.create(tmp_path / "plain.methyl.zarr", cpg_ids=cpg_table(),
-                               layout=Layout(cpg_chunk=32, cpg_shard=128))
+    plain = MethylStore.create(
+        tmp_path / "plain.methyl.zarr", cpg_ids=cpg_table(), layout=Layout(cpg_chunk=32, cpg_shard=128)
+    )
     assert "by_cpg" not in json.loads(plain.storage.read_bytes("manifest.json"))["layout"]  # as before the option
     assert plain.array_names == ("beta", "coverage")
     old = {"sample_block": 8, "chunk_shape": [1, 65536], "shard_shape": [8, 2**21]}  # written before the option
@@ -127,10 +141,16 @@ def test_zarr_reads_the_shards_encoded_here(filled):
     assert np.isnan(copy[:][[i for i, s in enumerate(store.commit.rows) if s is None]]).all()  # padding
 
 
-@pytest.mark.parametrize("cols", [
-    [0, 15, 16, 127, 128, 255, 256, 288, 299],  # shard and chunk edges, the last partial chunk
-    [299], [5, 5, 5], [250, 3, 128, 3], list(range(16, 48)),  # one, repeats, unsorted, empty chunks
-])
+@pytest.mark.parametrize(
+    "cols",
+    [
+        [0, 15, 16, 127, 128, 255, 256, 288, 299],  # shard and chunk edges, the last partial chunk
+        [299],
+        [5, 5, 5],
+        [250, 3, 128, 3],
+        list(range(16, 48)),  # one, repeats, unsorted, empty chunks
+    ],
+)
 def test_scattered_cpgs_through_xarray_equal_beta_and_use_the_copy(filled, monkeypatch, cols):
     store, beta = filled
     spy = Spy(monkeypatch)
@@ -171,8 +191,11 @@ def test_a_dask_backed_read_uses_the_copy_too(filled):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 22), min_size=1, max_size=12), st.lists(st.integers(0, 99), min_size=1, max_size=30),
-       st.sampled_from([(4, 16, 32), (2, 8, 8), (3, 5, 100)]))
+@given(
+    st.lists(st.integers(0, 22), min_size=1, max_size=12),
+    st.lists(st.integers(0, 99), min_size=1, max_size=30),
+    st.sampled_from([(4, 16, 32), (2, 8, 8), (3, 5, 100)]),
+)
 def test_plan_gather_places_every_cell(rows, cols, grid):
     """Applying the plan to chunks cut from a dense matrix gives matrix[rows][:, cols]."""
     block, chunk, width = grid
@@ -184,8 +207,12 @@ def test_plan_gather_places_every_cell(rows, cols, grid):
     out = np.full((len(rows), len(np.unique(cols))), -1, np.float32)
     for p in plans:
         base = p.shard * width
-        cells = np.stack([padded[p.block * block : (p.block + 1) * block, base + c * chunk : base + (c + 1) * chunk]
-                          for c in p.chunks])
+        cells = np.stack(
+            [
+                padded[p.block * block : (p.block + 1) * block, base + c * chunk : base + (c + 1) * chunk]
+                for c in p.chunks
+            ]
+        )
         out[np.ix_(p.out_rows, np.arange(p.cols.start, p.cols.stop))] = cells[p.slot, :, p.offset][:, p.in_block].T
     np.testing.assert_array_equal(out[:, inverse], dense[rows][:, cols])
 
@@ -202,8 +229,9 @@ def test_the_copy_is_chosen_for_few_cpgs_only():
     # At 200,000 CpGs, 1,000 of them touch a quarter of the copy's chunks, and beta's last inner
     # chunk holds only 3,392 CpGs: beta is cheaper (measured: 0.19 s against 0.22 s).
     rng = np.random.default_rng(7)
-    assert not by_cpg_cheaper(256, 32, np.sort(rng.choice(200_000, 1000, replace=False)), codec="zstd",
-                              n_cpgs=200_000, **kwargs)
+    assert not by_cpg_cheaper(
+        256, 32, np.sort(rng.choice(200_000, 1000, replace=False)), codec="zstd", n_cpgs=200_000, **kwargs
+    )
     # One sample: one main chunk per CpG against one copy chunk (8 rows) per CpG, with its own overhead.
     assert not by_cpg_cheaper(1, 1, few[:3], codec="zstd", chunk=64, block=8, main_chunk=16)
 
@@ -217,8 +245,10 @@ def test_appends_never_rewrite_existing_shards_of_the_copy(filled):
     after = shard_hashes(store)
     assert {k: after[k] for k in before} == before
     assert any(k.startswith("beta_by_cpg.zarr/c/") for k in set(after) - set(before))
-    records = [json.loads((store.storage.root / "blocks" / name).read_text())
-               for name in sorted(p.name for p in (store.storage.root / "blocks").iterdir())]
+    records = [
+        json.loads((store.storage.root / "blocks" / name).read_text())
+        for name in sorted(p.name for p in (store.storage.root / "blocks").iterdir())
+    ]
     recorded = {k for r in records for k in r.get("beta_by_cpg", {})}
     assert recorded == {k for k in after if k.startswith("beta_by_cpg.zarr/")}
     assert store.verify().ok
@@ -245,8 +275,9 @@ def test_an_interrupted_append_reopens_at_the_last_commit_and_is_reclaimed(fille
     more = fill(reopened, batches=((5, 8),), prefix="N")  # the next append reclaims it and writes the rows again
     assert {k: v for k, v in shard_hashes(reopened).items() if k in before} == before
     ds = xr.open_dataset(reopened.storage.root, engine="methylzarr")
-    np.testing.assert_array_equal(ds.beta.isel(cpg=[0, 150, 299]).values,
-                                  np.concatenate([beta, more])[:, [0, 150, 299]])
+    np.testing.assert_array_equal(
+        ds.beta.isel(cpg=[0, 150, 299]).values, np.concatenate([beta, more])[:, [0, 150, 299]]
+    )
     assert reopened.verify().ok
 
 
@@ -305,8 +336,10 @@ def test_an_s3_store_reads_the_copy_through_zarr(moto_server, monkeypatch):
 # -- the command line ---------------------------------------------------------------------------------
 def test_init_takes_the_option(warehouse, tmp_path, capsys):
     path = tmp_path / "c.methyl.zarr"
-    assert cli(["init", str(path), "--warehouse", str(warehouse.path), "--by-cpg-chunk", "64",
-                "--by-cpg-codec", "raw"]) == 0
+    assert (
+        cli(["init", str(path), "--warehouse", str(warehouse.path), "--by-cpg-chunk", "64", "--by-cpg-codec", "raw"])
+        == 0
+    )
     assert MethylStore.open(path).layout.by_cpg_chunk == 64
     capsys.readouterr()
     assert cli(["info", str(path)]) == 0
@@ -319,16 +352,18 @@ def test_init_takes_the_option(warehouse, tmp_path, capsys):
 
 def test_a_shard_of_many_chunks_is_encoded_on_threads_and_read_back_by_zarr(tmp_path):
     n = 70_000  # 1,094 chunks of 64 in the copy's one shard: compressed on a few threads
-    store = MethylStore.create(tmp_path / "s.methyl.zarr", cpg_ids=[f"c{i}" for i in range(n)],
-                               layout=Layout(by_cpg_chunk=64))
+    store = MethylStore.create(
+        tmp_path / "s.methyl.zarr", cpg_ids=[f"c{i}" for i in range(n)], layout=Layout(by_cpg_chunk=64)
+    )
     rng = np.random.default_rng(4)
     beta = rng.random((3, n), dtype=np.float32)
     beta[rng.random(beta.shape) < 0.5] = np.nan
     store.append("B", ["a", "b", "c"], beta, np.ones((3, n), np.uint16))
     np.testing.assert_array_equal(store.array("beta_by_cpg")[:3], beta)
     cols = np.sort(rng.choice(n, 100, replace=False))
-    np.testing.assert_array_equal(read_by_cpg(store.array("beta_by_cpg"), np.array([2, 0]), cols, block=8),
-                                  beta[[2, 0]][:, cols])
+    np.testing.assert_array_equal(
+        read_by_cpg(store.array("beta_by_cpg"), np.array([2, 0]), cols, block=8), beta[[2, 0]][:, cols]
+    )
 
 
 def test_the_loader_writes_the_copy_under_a_memory_budget(warehouse, truth, tmp_path):
@@ -343,6 +378,10 @@ def test_the_loader_writes_the_copy_under_a_memory_budget(warehouse, truth, tmp_
     cols = [0, 31, 32, 1023, 1024, 2999]
     want = truth.beta.loc[list(ds.sample.values)].to_numpy(np.float32)[:, cols]
     np.testing.assert_array_equal(ds.beta.isel(cpg=cols).values, want)
-    np.testing.assert_array_equal(read_by_cpg(store.array("beta_by_cpg"), np.arange(store.commit.n_rows), cols,
-                                              block=4)[[i for i, s in enumerate(store.commit.rows) if s]], want)
+    np.testing.assert_array_equal(
+        read_by_cpg(store.array("beta_by_cpg"), np.arange(store.commit.n_rows), cols, block=4)[
+            [i for i, s in enumerate(store.commit.rows) if s]
+        ],
+        want,
+    )
     assert store.verify().ok

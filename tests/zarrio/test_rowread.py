@@ -50,11 +50,20 @@ def test_taller_chunks_read_runs_of_adjacent_chunks_together():
 
 def make_array(path, data, *, shards=(4, 96), chunks=(1, 32), compressor=None, fill=np.nan, index_location="end"):
     """A sharded zarr v3 array holding ``data`` (NaN/fill cells included)."""
-    codec = ShardingCodec(chunk_shape=chunks, codecs=[{"name": "bytes", "configuration": {"endian": "little"}},
-                                                     compressor or ZstdCodec(level=3)],
-                          index_location=index_location)
-    arr = zarr.create_array(store=str(path), shape=data.shape, dtype=data.dtype, chunks=shards,
-                            serializer=codec, compressors=None, fill_value=fill)
+    codec = ShardingCodec(
+        chunk_shape=chunks,
+        codecs=[{"name": "bytes", "configuration": {"endian": "little"}}, compressor or ZstdCodec(level=3)],
+        index_location=index_location,
+    )
+    arr = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=shards,
+        serializer=codec,
+        compressors=None,
+        fill_value=fill,
+    )
     arr[:] = data
     return zarr.open_array(str(path), mode="r")
 
@@ -81,8 +90,9 @@ def test_the_local_reader_reads_what_zarr_reads(tmp_path, data, index_location):
 def test_coverage_in_blosc_and_lists_of_cpgs_read_what_zarr_reads(tmp_path):
     rng = np.random.default_rng(1)
     data = rng.integers(0, 500, (9, 200)).astype(np.uint16)
-    arr = make_array(tmp_path / "c.zarr", data, compressor=BloscCodec(cname="zstd", clevel=1, shuffle="shuffle",
-                                                                     typesize=2), fill=0)
+    arr = make_array(
+        tmp_path / "c.zarr", data, compressor=BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=2), fill=0
+    )
     assert LocalShardReader.for_array(arr) is not None
     rows = np.array([8, 0, 4, 4])
     np.testing.assert_array_equal(read_rows(arr, rows, slice(None)), data[rows])
@@ -103,8 +113,9 @@ def test_the_local_reader_reads_only_the_chunks_of_a_list_of_cpgs(tmp_path, data
 def test_layouts_the_local_reader_does_not_handle_are_read_by_zarr(tmp_path, data):
     tall = make_array(tmp_path / "tall.zarr", data, chunks=(2, 32))
     assert LocalShardReader.for_array(tall) is None
-    unsharded = zarr.create_array(store=str(tmp_path / "plain.zarr"), shape=data.shape, dtype=data.dtype,
-                                  chunks=(4, 64), fill_value=np.nan)
+    unsharded = zarr.create_array(
+        store=str(tmp_path / "plain.zarr"), shape=data.shape, dtype=data.dtype, chunks=(4, 64), fill_value=np.nan
+    )
     unsharded[:] = data
     assert LocalShardReader.for_array(unsharded) is None
     rows = np.array([7, 2, 3, 2])

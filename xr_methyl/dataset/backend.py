@@ -49,8 +49,16 @@ class StoreArray(BackendArray):
     (:func:`~xr_methyl.zarrio.bycpg.by_cpg_cheaper`) is read from it.
     """
 
-    def __init__(self, array, rows: np.ndarray, chunk_rows: int, *, storage=None, key: str | None = None,
-                 by_cpg: ByCpg | None = None) -> None:
+    def __init__(
+        self,
+        array,
+        rows: np.ndarray,
+        chunk_rows: int,
+        *,
+        storage=None,
+        key: str | None = None,
+        by_cpg: ByCpg | None = None,
+    ) -> None:
         self._array = array
         self.storage = storage
         self.key = key
@@ -65,8 +73,7 @@ class StoreArray(BackendArray):
         if self._array is None:
             import zarr
 
-            self._array = zarr.open_array(self.storage.zarr_store(self.key, read_only=True), mode="r",
-                                          zarr_format=3)
+            self._array = zarr.open_array(self.storage.zarr_store(self.key, read_only=True), mode="r", zarr_format=3)
         return self._array
 
     def __getstate__(self) -> dict[str, Any]:
@@ -79,8 +86,11 @@ class StoreArray(BackendArray):
         if not isinstance(key, indexing.VectorizedIndexer):
             key = plain_slices(key, self.shape)
         sample_key, cpg_key = key.tuple
-        if (isinstance(key, indexing.OuterIndexer) and isinstance(sample_key, np.ndarray)
-                and sample_key.dtype.kind in "iu"):
+        if (
+            isinstance(key, indexing.OuterIndexer)
+            and isinstance(sample_key, np.ndarray)
+            and sample_key.dtype.kind in "iu"
+        ):
             # A list of samples in any order, repeats included, is read straight into
             # place (xarray would read it sorted and reorder a copy).
             picked = copy.copy(self)
@@ -106,8 +116,11 @@ class StoreArray(BackendArray):
         rows = np.atleast_1d(self.rows[sample_key])
         if isinstance(cpg_key, (int, np.integer)):
             cpg_key = np.array([range(self.shape[1])[cpg_key]], dtype=np.int64)  # negative counted from the end
-        if (self.by_cpg is not None and isinstance(cpg_key, np.ndarray)
-                and self.by_cpg.cheaper(rows, cpg_key, self.shape[1])):
+        if (
+            self.by_cpg is not None
+            and isinstance(cpg_key, np.ndarray)
+            and self.by_cpg.cheaper(rows, cpg_key, self.shape[1])
+        ):
             values = self.by_cpg.read(self.storage, rows, cpg_key)
         else:
             values = read_rows(self.array, rows, cpg_key, chunk_rows=self.chunk_rows)
@@ -128,9 +141,16 @@ class ByCpg:
     def cheaper(self, rows: np.ndarray, cols: np.ndarray, n_cpgs: int) -> bool:
         """Whether the copy reads ``cols`` of ``rows`` more cheaply than beta itself."""
         block = self.layout.sample_block
-        return by_cpg_cheaper(len(rows), len(np.unique(rows // block)), cols, chunk=self.layout.by_cpg_chunk,
-                              block=block, main_chunk=self.layout.cpg_chunk, codec=self.layout.by_cpg_codec,
-                              n_cpgs=n_cpgs)
+        return by_cpg_cheaper(
+            len(rows),
+            len(np.unique(rows // block)),
+            cols,
+            chunk=self.layout.by_cpg_chunk,
+            block=block,
+            main_chunk=self.layout.cpg_chunk,
+            codec=self.layout.by_cpg_codec,
+            n_cpgs=n_cpgs,
+        )
 
     def read(self, storage, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if self._array is None:
@@ -172,8 +192,14 @@ def store_to_dataset(store, *, drop_variables: Iterable[str] | None = None) -> x
     for name in ("beta", "coverage"):
         if name in drop:
             continue
-        array = StoreArray(store.array(name), rows, store.layout.chunk_rows, storage=store.storage,
-                           key=f"{name}.zarr", by_cpg=by_cpg if name == "beta" else None)
+        array = StoreArray(
+            store.array(name),
+            rows,
+            store.layout.chunk_rows,
+            storage=store.storage,
+            key=f"{name}.zarr",
+            by_cpg=by_cpg if name == "beta" else None,
+        )
         lazy = LazilyIndexed(array)
         var = xr.Variable(("sample", "cpg"), lazy)
         var.encoding = {"preferred_chunks": preferred, "dtype": var.dtype}

@@ -224,8 +224,15 @@ class CpgIndex(Index):
     until renamed).
     """
 
-    def __init__(self, axis: CpgAxis, cols: slice | np.ndarray | None = None, *, axis_sha256: str | None = None,
-                 name: Hashable = DIM, dim: Hashable = DIM) -> None:
+    def __init__(
+        self,
+        axis: CpgAxis,
+        cols: slice | np.ndarray | None = None,
+        *,
+        axis_sha256: str | None = None,
+        name: Hashable = DIM,
+        dim: Hashable = DIM,
+    ) -> None:
         self.axis = axis
         self.cols = cols
         self.axis_sha256 = axis_sha256
@@ -248,8 +255,14 @@ class CpgIndex(Index):
     def create_variables(self, variables: Mapping[Any, xr.Variable] | None = None) -> dict[Hashable, xr.Variable]:
         old = variables.get(self.name) if variables else None
         encoding = {**TEXT_ENCODING, **old.encoding} if old is not None else dict(TEXT_ENCODING)
-        return {self.name: UnchunkedVariable((self.dim,), LazyCpgArray(self.axis, "cpg", self.cols),
-                                             attrs=old.attrs if old is not None else None, encoding=encoding)}
+        return {
+            self.name: UnchunkedVariable(
+                (self.dim,),
+                LazyCpgArray(self.axis, "cpg", self.cols),
+                attrs=old.attrs if old is not None else None,
+                encoding=encoding,
+            )
+        }
 
     def isel(self, indexers: Mapping[Any, Any]) -> CpgIndex | None:
         key = indexers[self.dim]
@@ -299,8 +312,10 @@ class CpgIndex(Index):
         if method is not None or tolerance is not None:
             raise ValueError("CpgIndex reindexes exact labels only; method= and tolerance= are not supported")
         if not self._is_unique():
-            raise ValueError(f"cannot reindex or align along dimension {self.dim!r} because the index has duplicate "
-                             "values (a selection repeated CpGs)")
+            raise ValueError(
+                f"cannot reindex or align along dimension {self.dim!r} because the index has duplicate "
+                "values (a selection repeated CpGs)"
+            )
         if isinstance(other, CpgIndex) and self.same_axis(other):
             cols, found = _columns(other.cols, len(other.axis)), None
         else:
@@ -350,8 +365,10 @@ class CpgIndex(Index):
 
     def __repr__(self) -> str:
         # xarray's error for aligning with another kind of index prints this: say what to do.
-        return (f"{self._repr_inline_(80)}; it aligns with CpgIndexes only, for a pandas index call "
-                f"ds.drop_indexes({self.name!r}).set_xindex({self.name!r})")
+        return (
+            f"{self._repr_inline_(80)}; it aligns with CpgIndexes only, for a pandas index call "
+            f"ds.drop_indexes({self.name!r}).set_xindex({self.name!r})"
+        )
 
     # -- look-ups ------------------------------------------------------------------------
     def _ids(self) -> np.ndarray:
@@ -413,8 +430,10 @@ class CpgIndex(Index):
         ranks = self._ranks()
         increasing, decreasing = bool(np.all(ranks[1:] > ranks[:-1])), bool(np.all(ranks[1:] < ranks[:-1]))
         if not (increasing or decreasing):
-            raise KeyError(f"CpG id {label!r} is not on this Dataset's cpg axis, and the axis is not in id order: "
-                           "a label slice needs ids that are on it")
+            raise KeyError(
+                f"CpG id {label!r} is not on this Dataset's cpg axis, and the axis is not in id order: "
+                "a label slice needs ids that are on it"
+            )
         key = str(label).encode()  # UTF-8 bytes sort as the strings do
         sorted_ids = self.axis._table("sorted_ids")
         below = int(np.searchsorted(sorted_ids, key, side="left"))  # axis ids < label
@@ -440,8 +459,10 @@ class CpgIndex(Index):
         if (pos < 0).any():
             missing = labels.reshape(-1)[pos < 0]
             shown = ", ".join(repr(str(m)) for m in missing[:10])
-            raise KeyError(f"{len(missing)} CpG id(s) not on this Dataset's cpg axis: {shown}"
-                           + (" ..." if len(missing) > 10 else ""))
+            raise KeyError(
+                f"{len(missing)} CpG id(s) not on this Dataset's cpg axis: {shown}"
+                + (" ..." if len(missing) > 10 else "")
+            )
         if scalar:
             return int(pos[0])
         pos = pos.reshape(labels.shape)
@@ -458,8 +479,9 @@ class CpgIndex(Index):
 
 def _label_dtype(*indexes: Index) -> np.dtype:
     """The dtype of the labels of ``indexes`` together (a CpgIndex's, or a pandas index's coordinate dtype)."""
-    dtypes = [LazyCpgArray(i.axis, "cpg", None).dtype if isinstance(i, CpgIndex) else np.dtype(i.coord_dtype)
-              for i in indexes]
+    dtypes = [
+        LazyCpgArray(i.axis, "cpg", None).dtype if isinstance(i, CpgIndex) else np.dtype(i.coord_dtype) for i in indexes
+    ]
     try:
         return np.result_type(*dtypes)
     except TypeError:  # labels of unrelated kinds
@@ -470,6 +492,9 @@ def locus_coords(axis: CpgAxis) -> dict[str, xr.Variable]:
     """``chrom`` and ``pos`` on the cpg dimension, lazy (read only where indexed)."""
     if not axis.has_loci:
         return {}
-    return {"chrom": UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, "chrom", None)),
-                                       encoding=dict(TEXT_ENCODING)),
-            "pos": UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, "pos", None)))}
+    return {
+        "chrom": UnchunkedVariable(
+            (DIM,), LazilyIndexed(LazyCpgArray(axis, "chrom", None)), encoding=dict(TEXT_ENCODING)
+        ),
+        "pos": UnchunkedVariable((DIM,), LazilyIndexed(LazyCpgArray(axis, "pos", None))),
+    }

@@ -45,8 +45,9 @@ from xr_methyl.importers.methyldackel import MethylDackel
 from xr_methyl.importers.methylkit import MethylKit
 
 #: The formats by command-line name (the array format also needs a manifest: use :func:`get_format`).
-FORMATS: dict[str, type] = {f.name: f for f in (BismarkCoverage, BismarkReport, BedMethyl, MethylKit, MethylDackel,
-                                                ArrayBetas)}
+FORMATS: dict[str, type] = {
+    f.name: f for f in (BismarkCoverage, BismarkReport, BedMethyl, MethylKit, MethylDackel, ArrayBetas)
+}
 
 __all__ = [
     "FORMATS",
@@ -74,8 +75,9 @@ __all__ = [
 ]
 
 
-def get_format(name: str, *, manifest: str | os.PathLike | Manifest | None = None, chrom_prefix: str = "",
-               duplicates: str = "mean") -> Format:
+def get_format(
+    name: str, *, manifest: str | os.PathLike | Manifest | None = None, chrom_prefix: str = "", duplicates: str = "mean"
+) -> Format:
     """The format called ``name`` (see :data:`FORMATS`).
 
     ``manifest`` (a path or a :class:`Manifest`) is required by ``"array"`` and

@@ -112,51 +112,73 @@ def read_manifest(path: str | Path, *, chrom_prefix: str = "") -> Manifest:
     def pick(choices: tuple[str, ...], what: str) -> str:
         found = next((c for c in choices if c in names), None)
         if found is None:
-            raise ImportFormatError(path, header_line, None, f"no {what} column: expected one of {list(choices)} "
-                                    f"in the header {names[:12]}")
+            raise ImportFormatError(
+                path, header_line, None, f"no {what} column: expected one of {list(choices)} in the header {names[:12]}"
+            )
         return found
 
-    probe, chrom, pos = pick(_PROBE_COLUMNS, "probe id"), pick(_CHROM_COLUMNS, "chromosome"), pick(_POS_COLUMNS,
-                                                                                               "position")
+    probe, chrom, pos = (
+        pick(_PROBE_COLUMNS, "probe id"),
+        pick(_CHROM_COLUMNS, "chromosome"),
+        pick(_POS_COLUMNS, "position"),
+    )
     try:
         table = pacsv.read_csv(
             io.BytesIO("".join(body).encode()),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(include_columns=[probe, chrom, pos],
-                                                 column_types={probe: pa.string(), chrom: pa.string(),
-                                                               pos: pa.float64()},
-                                                 null_values=list(NULL_VALUES) + ["0"], strings_can_be_null=True),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[probe, chrom, pos],
+                column_types={probe: pa.string(), chrom: pa.string(), pos: pa.float64()},
+                null_values=list(NULL_VALUES) + ["0"],
+                strings_can_be_null=True,
+            ),
         )
     except pa.ArrowInvalid as err:
-        raise ImportFormatError(path, None, None,
-                                f"cannot read the manifest's {probe}, {chrom}, {pos} columns: {err}") from None
+        raise ImportFormatError(
+            path, None, None, f"cannot read the manifest's {probe}, {chrom}, {pos} columns: {err}"
+        ) from None
     placed = pc.and_(pc.is_valid(table[chrom]), pc.is_valid(table[pos]))
     placed = pc.and_(placed, pc.not_equal(table[chrom], ""))
     kept = table.filter(placed)
     position = kept[pos].to_numpy()
     bad = (position < 1) | (position != np.floor(position))
     if bad.any():
-        raise ImportFormatError(path, None, None, f"probe {kept[probe][int(np.argmax(bad))]} has position "
-                                f"{position[int(np.argmax(bad))]}; {pos} must be a 1-based whole number")
+        raise ImportFormatError(
+            path,
+            None,
+            None,
+            f"probe {kept[probe][int(np.argmax(bad))]} has position "
+            f"{position[int(np.argmax(bad))]}; {pos} must be a 1-based whole number",
+        )
     counts = pc.value_counts(kept[probe])
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(repeated):
-        raise ImportFormatError(path, None, None, f"probe {repeated[0]['values']} has several rows; a manifest "
-                                "places each probe once")
+        raise ImportFormatError(
+            path, None, None, f"probe {repeated[0]['values']} has several rows; a manifest places each probe once"
+        )
     chrom_values = kept[chrom].combine_chunks()
     if chrom_prefix:
-        chrom_values = pc.if_else(pc.starts_with(chrom_values, chrom_prefix), chrom_values,
-                                  pc.binary_join_element_wise(pa.scalar(chrom_prefix), chrom_values, ""))
-    return Manifest(kept[probe].combine_chunks().cast(pa.string()), chrom_values.cast(pa.string()),
-                    pa.array(position.astype(np.int64)), unplaced=table.num_rows - kept.num_rows)
+        chrom_values = pc.if_else(
+            pc.starts_with(chrom_values, chrom_prefix),
+            chrom_values,
+            pc.binary_join_element_wise(pa.scalar(chrom_prefix), chrom_values, ""),
+        )
+    return Manifest(
+        kept[probe].combine_chunks().cast(pa.string()),
+        chrom_values.cast(pa.string()),
+        pa.array(position.astype(np.int64)),
+        unplaced=table.num_rows - kept.num_rows,
+    )
 
 
 class ArrayBetas:
     """``array``: a probes x samples beta matrix (CSV/TSV) placed by a probe manifest."""
 
     name: ClassVar[str] = "array"
-    convention: ClassVar[str] = ("probe ids placed by the manifest: CHR/MAPINFO (or chrom/pos) is the 1-based C "
-                                 "on +; betas in [0, 1], NA = missing; no coverage")
+    convention: ClassVar[str] = (
+        "probe ids placed by the manifest: CHR/MAPINFO (or chrom/pos) is the 1-based C "
+        "on +; betas in [0, 1], NA = missing; no coverage"
+    )
     suffixes: ClassVar[tuple[str, ...]] = (".csv", ".tsv", ".txt")
     multi_sample: ClassVar[bool] = True
     position_column: ClassVar[tuple[int, str]] = (1, "probe")
@@ -193,13 +215,18 @@ class ArrayBetas:
         """Stream long rows (``sample_id``, ``cpg_id``, ``beta``) of one matrix; ``counts`` is updated."""
         samples = self.samples(path)
         columns = [Column("probe", 0, "probe id", pa.string())] + [
-            Column(f"s{j}", j + 1, f"sample {s}", pa.float64()) for j, s in enumerate(samples)]
+            Column(f"s{j}", j + 1, f"sample {s}", pa.float64()) for j, s in enumerate(samples)
+        ]
         seen = np.zeros(len(self.manifest), dtype=bool)
-        on_axis = (reference.contains(self.manifest.chrom, self.manifest.pos.to_numpy())
-                   if reference is not None and len(reference) else None)
+        on_axis = (
+            reference.contains(self.manifest.chrom, self.manifest.pos.to_numpy())
+            if reference is not None and len(reference)
+            else None
+        )
         shared_parts: list[pa.Table] = []
-        for first, batch in read_delimited(path, columns, self.layout(path), null_values=NULL_VALUES,
-                                           exact_fields=len(samples) + 1):
+        for first, batch in read_delimited(
+            path, columns, self.layout(path), null_values=NULL_VALUES, exact_fields=len(samples) + 1
+        ):
             index = self._probe_index.get_indexer(batch.column("probe").to_numpy(zero_copy_only=False))
             placed = index >= 0
             counts.unplaced += int((~placed).sum()) * len(samples)
@@ -207,8 +234,12 @@ class ArrayBetas:
             probe_index = index[placed].astype(np.int64)
             repeated = seen[probe_index] | (np.bincount(probe_index, minlength=len(seen))[probe_index] > 1)
             if repeated.any():
-                raise RowError(first + int(rows[np.argmax(repeated)]), 1, "this probe appears twice in the matrix",
-                               column_name="probe id")
+                raise RowError(
+                    first + int(rows[np.argmax(repeated)]),
+                    1,
+                    "this probe appears twice in the matrix",
+                    column_name="probe id",
+                )
             seen[probe_index] = True
             shared = self._shared[probe_index]
             ids = self._cpg_ids.take(pa.array(probe_index))
@@ -217,20 +248,35 @@ class ArrayBetas:
                 present = ~np.isnan(values)
                 bad = present & ((values < 0) | (values > 1))
                 if bad.any():
-                    raise RowError(first + int(rows[np.argmax(bad)]), j + 2, "a beta must lie within [0, 1]",
-                                   column_name=f"sample {sample}")
+                    raise RowError(
+                        first + int(rows[np.argmax(bad)]),
+                        j + 2,
+                        "a beta must lie within [0, 1]",
+                        column_name=f"sample {sample}",
+                    )
                 counts.records += len(values)
                 counts.missing += int((~present).sum())
                 if on_axis is not None:
                     counts.off_axis += int((present & ~on_axis[probe_index]).sum())
                 keep = present & ~shared
-                part = pa.table({"sample_id": pa.repeat(pa.scalar(sample), int(keep.sum())),
-                                 "cpg_id": ids.filter(pa.array(keep)), "beta": pa.array(values[keep])})
+                part = pa.table(
+                    {
+                        "sample_id": pa.repeat(pa.scalar(sample), int(keep.sum())),
+                        "cpg_id": ids.filter(pa.array(keep)),
+                        "beta": pa.array(values[keep]),
+                    }
+                )
                 if (present & shared).any():
                     aside = present & shared
-                    shared_parts.append(pa.table({"sample_id": pa.repeat(pa.scalar(sample), int(aside.sum())),
-                                                  "cpg_id": ids.filter(pa.array(aside)),
-                                                  "beta": pa.array(values[aside])}))
+                    shared_parts.append(
+                        pa.table(
+                            {
+                                "sample_id": pa.repeat(pa.scalar(sample), int(aside.sum())),
+                                "cpg_id": ids.filter(pa.array(aside)),
+                                "beta": pa.array(values[aside]),
+                            }
+                        )
+                    )
                 counts.sites += part.num_rows
                 yield part
         if shared_parts:
@@ -241,8 +287,12 @@ class ArrayBetas:
         if self.duplicates == "error":
             several = grouped.filter(pc.greater(grouped["beta_count"], 1))
             if several.num_rows:
-                raise ImportFormatError(path, None, None, f"several probes measure CpG {several['cpg_id'][0]} "
-                                        f"(sample {several['sample_id'][0]}); pass duplicates='mean' to average them")
+                raise ImportFormatError(
+                    path,
+                    None,
+                    None,
+                    f"several probes measure CpG {several['cpg_id'][0]} "
+                    f"(sample {several['sample_id'][0]}); pass duplicates='mean' to average them",
+                )
         counts.sites += grouped.num_rows
-        return pa.table({"sample_id": grouped["sample_id"], "cpg_id": grouped["cpg_id"],
-                         "beta": grouped["beta_mean"]})
+        return pa.table({"sample_id": grouped["sample_id"], "cpg_id": grouped["cpg_id"], "beta": grouped["beta_mean"]})

@@ -58,9 +58,9 @@ def fasta_cpgs(path: str | os.PathLike, *, block_size: int = 16 << 20) -> Iterat
     """
     path = Path(path)
     chrom: str | None = None
-    offset = 0        # bases of the current sequence before this block
-    last = 0          # the previous base (upper case), to find a CG across blocks and lines
-    rest = b""        # an incomplete last line, kept for the next block
+    offset = 0  # bases of the current sequence before this block
+    last = 0  # the previous base (upper case), to find a CG across blocks and lines
+    rest = b""  # an incomplete last line, kept for the next block
     with open_bytes(path) as f:
         while True:
             block = f.read(block_size)
@@ -74,7 +74,7 @@ def fasta_cpgs(path: str | os.PathLike, *, block_size: int = 16 << 20) -> Iterat
                 rest = b""
             start = 0
             while start < len(data):
-                header = data.find(b">", start) if data[start:start + 1] != b">" else start
+                header = data.find(b">", start) if data[start : start + 1] != b">" else start
                 if header != start:
                     # sequence lines up to the next header (or the end of the data)
                     end = len(data) if header < 0 else header
@@ -93,7 +93,7 @@ def fasta_cpgs(path: str | os.PathLike, *, block_size: int = 16 << 20) -> Iterat
                     start = end
                     continue
                 newline = data.find(b"\n", start)
-                line = data[start + 1:(len(data) if newline < 0 else newline)].decode("utf-8", "replace").split()
+                line = data[start + 1 : (len(data) if newline < 0 else newline)].decode("utf-8", "replace").split()
                 if not line:
                     raise DataError(f"{path}: a '>' header line without a sequence name")
                 chrom, offset, last = line[0], 0, 0
@@ -115,8 +115,10 @@ class AxisReport:
     seconds: float
 
     def summary(self) -> str:
-        return (f"cpgs: {self.n_cpgs:,} CpGs on {self.n_chroms} sequence(s) from {self.source} in "
-                f"{self.seconds:.1f} s (snapshot {self.snapshot})")
+        return (
+            f"cpgs: {self.n_cpgs:,} CpGs on {self.n_chroms} sequence(s) from {self.source} in "
+            f"{self.seconds:.1f} s (snapshot {self.snapshot})"
+        )
 
 
 def _imported_sites(wh: IcebergWarehouse) -> Iterator[pa.RecordBatch]:
@@ -129,11 +131,12 @@ def _imported_sites(wh: IcebergWarehouse) -> Iterator[pa.RecordBatch]:
         con.register("src", read_columns(wh, "beta", ["cpg_id"]))
         con.execute("CREATE TEMP TABLE ids AS SELECT DISTINCT CAST(cpg_id AS VARCHAR) AS cpg_id FROM src")
         pattern = ID_PATTERN.pattern
-        bad = con.execute("SELECT cpg_id FROM ids WHERE NOT regexp_full_match(cpg_id, ?) LIMIT 1",
-                          [pattern]).fetchone()
+        bad = con.execute("SELECT cpg_id FROM ids WHERE NOT regexp_full_match(cpg_id, ?) LIMIT 1", [pattern]).fetchone()
         if bad is not None:
-            raise DataError(f"beta holds the CpG id {bad[0]!r}, which does not follow the convention "
-                            "'<chrom>:<1-based position>'; build the axis from a FASTA or a manifest instead")
+            raise DataError(
+                f"beta holds the CpG id {bad[0]!r}, which does not follow the convention "
+                "'<chrom>:<1-based position>'; build the axis from a FASTA or a manifest instead"
+            )
         literal = "'" + pattern.replace("'", "''") + "'"  # our own constant, not input
         reader = con.sql(
             f"SELECT cpg_id, regexp_extract(cpg_id, {literal}, 1) AS chrom, "
@@ -183,8 +186,10 @@ def build_axis(
     table = iceberg_table(wh, "cpgs")
     old = all_files(table)
     if old and not replace:
-        raise WarehouseError(f"the cpgs table of {wh.describe()} already has rows; pass replace=True (--replace) to "
-                             "replace them (stores already created keep their own axis)")
+        raise WarehouseError(
+            f"the cpgs table of {wh.describe()} already has rows; pass replace=True (--replace) to "
+            "replace them (stores already created keep their own axis)"
+        )
     if fasta is not None:
         source, batches = f"FASTA {Path(fasta).name}", fasta_cpgs(fasta)
     elif manifest is not None:
@@ -215,5 +220,6 @@ def build_axis(
         sink.files = []
     finally:
         sink.discard()
-    return AxisReport(source=source, n_cpgs=n_cpgs, n_chroms=len(chroms), snapshot=snapshot,
-                      seconds=time.perf_counter() - started)
+    return AxisReport(
+        source=source, n_cpgs=n_cpgs, n_chroms=len(chroms), snapshot=snapshot, seconds=time.perf_counter() - started
+    )

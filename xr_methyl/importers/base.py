@@ -32,14 +32,17 @@ PLUS, MINUS, BOTH, UNKNOWN = 1, -1, 0, 2
 
 #: Calls with read counts (sequencing formats).  ``row`` is the 0-based data
 #: row of the file (for error messages); positions are 1-based.
-CALLS = pa.schema([
-    ("row", pa.int64()),
-    ("chrom", pa.string()),
-    ("pos", pa.int64()),
-    ("strand", pa.int8()),
-    ("methylated", pa.int64()),
-    ("unmethylated", pa.int64()),
-])
+CALLS = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("chrom", pa.string()),
+        ("pos", pa.int64()),
+        ("strand", pa.int8()),
+        ("methylated", pa.int64()),
+        ("unmethylated", pa.int64()),
+    ]
+)
+
 
 class ImportFormatError(DataError):
     """A line of an input file that the importer refuses, with where it is and why.
@@ -49,8 +52,9 @@ class ImportFormatError(DataError):
     whose message then says that nothing of the batch was committed.
     """
 
-    def __init__(self, path: str | Path, line: int | None, column: int | None, problem: str,
-                 *, column_name: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, line: int | None, column: int | None, problem: str, *, column_name: str | None = None
+    ) -> None:
         self.path = str(path)
         self.line = line
         self.column = column
@@ -80,8 +84,9 @@ class RowError(Exception):
     lines: the importer finds the line of the row only when it reports it).
     """
 
-    def __init__(self, row: int, column: int | None, problem: str, *, column_name: str | None = None,
-                 show_value: bool = True) -> None:
+    def __init__(
+        self, row: int, column: int | None, problem: str, *, column_name: str | None = None, show_value: bool = True
+    ) -> None:
         super().__init__(problem)
         self.row = row
         self.column = column  # 1-based

@@ -88,10 +88,17 @@ class ImportReport:
 
     def summary(self) -> str:
         c = self.counts
-        lines = [f"batch {self.batch_id}: {len(self.samples)} sample(s) from {len(self.files)} {self.format} file(s) "
-                 f"in {self.seconds:.1f} s; {c.records:,} records -> {c.sites:,} rows"]
-        dropped = {"not on a CpG": c.not_cpg, "other strand": c.other_strand, "zero coverage": c.zero_coverage,
-                   "missing value": c.missing, "probe without locus": c.unplaced}
+        lines = [
+            f"batch {self.batch_id}: {len(self.samples)} sample(s) from {len(self.files)} {self.format} file(s) "
+            f"in {self.seconds:.1f} s; {c.records:,} records -> {c.sites:,} rows"
+        ]
+        dropped = {
+            "not on a CpG": c.not_cpg,
+            "other strand": c.other_strand,
+            "zero coverage": c.zero_coverage,
+            "missing value": c.missing,
+            "probe without locus": c.unplaced,
+        }
         shown = ", ".join(f"{n:,} {what}" for what, n in dropped.items() if n)
         if shown:
             lines.append(f"  not imported: {shown}")
@@ -148,8 +155,16 @@ class _SampleWriter:
             self.coverage.write(pa.table({**keys, "coverage": rows["coverage"]}))
 
 
-def _read_file(fmt: Format, path: Path, sample_id: str | None, writer: _SampleWriter, *, strands: str,
-               reference: ReferenceSites | None, stop: threading.Event) -> FileReport:
+def _read_file(
+    fmt: Format,
+    path: Path,
+    sample_id: str | None,
+    writer: _SampleWriter,
+    *,
+    strands: str,
+    reference: ReferenceSites | None,
+    stop: threading.Event,
+) -> FileReport:
     started = time.perf_counter()
     counts = CallCounts()
     try:
@@ -161,8 +176,9 @@ def _read_file(fmt: Format, path: Path, sample_id: str | None, writer: _SampleWr
                 writer.add(rows)
         else:
             samples = [sample_id]
-            stream = CallStream(strands=strands, reference=reference, position_column=fmt.position_column,
-                                counts=counts)
+            stream = CallStream(
+                strands=strands, reference=reference, position_column=fmt.position_column, counts=counts
+            )
             sample = pa.scalar(sample_id)
             for calls in fmt.read(path):
                 if stop.is_set():
@@ -181,22 +197,30 @@ def _check_membership(current: pa.Table, batch_id: str, samples: Sequence[str]) 
     """Refuse samples that ``sample_batch_map`` already puts in another batch."""
     if current.num_rows == 0:
         return
-    elsewhere = current.filter(pc.and_(pc.is_in(current["sample_id"], value_set=pa.array(list(samples))),
-                                       pc.not_equal(current["batch_id"], batch_id)))
+    elsewhere = current.filter(
+        pc.and_(
+            pc.is_in(current["sample_id"], value_set=pa.array(list(samples))),
+            pc.not_equal(current["batch_id"], batch_id),
+        )
+    )
     if elsewhere.num_rows:
         first = elsewhere.slice(0, 1).to_pylist()[0]
-        raise DataError(f"{elsewhere.num_rows} sample(s) already belong to another batch, e.g. {first['sample_id']!r} "
-                        f"in {first['batch_id']!r}; a sample belongs to one batch: re-import that batch without it, "
-                        "or use another sample id")
+        raise DataError(
+            f"{elsewhere.num_rows} sample(s) already belong to another batch, e.g. {first['sample_id']!r} "
+            f"in {first['batch_id']!r}; a sample belongs to one batch: re-import that batch without it, "
+            "or use another sample id"
+        )
 
 
-def _commit_samples(wh: IcebergWarehouse, batch_id: str, samples: list[str], sheet: SampleSheet | None,
-                    summary: dict[str, Any]) -> int:
+def _commit_samples(
+    wh: IcebergWarehouse, batch_id: str, samples: list[str], sheet: SampleSheet | None, summary: dict[str, Any]
+) -> int:
     """Replace the batch's rows of ``sample_batch_map`` (a small table: rewritten whole, in one commit)."""
     table = iceberg_table(wh, "sample_batch_map")
     current = table.scan().to_arrow()
-    current = current.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
-                                      for f in current.schema]))
+    current = current.cast(
+        pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in current.schema])
+    )
     _check_membership(current, batch_id, samples)
     new = pa.table({"sample_id": pa.array(samples, pa.string())})
     if sheet is not None:
@@ -208,8 +232,10 @@ def _commit_samples(wh: IcebergWarehouse, batch_id: str, samples: list[str], she
             try:
                 column = new[f.name].cast(existing[f.name].type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-                raise DataError(f"sample sheet column {f.name!r} ({f.type}) does not fit sample_batch_map's "
-                                f"{existing[f.name].type} column: {err}") from None
+                raise DataError(
+                    f"sample sheet column {f.name!r} ({f.type}) does not fit sample_batch_map's "
+                    f"{existing[f.name].type} column: {err}"
+                ) from None
             new = new.set_column(new.schema.get_field_index(f.name), f.name, column)
     kept = current.filter(pc.not_equal(current["batch_id"], batch_id))
     schema = pa.unify_schemas([kept.schema, new.schema])
@@ -219,8 +245,12 @@ def _commit_samples(wh: IcebergWarehouse, batch_id: str, samples: list[str], she
 
 def _with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` with every column of ``schema`` (nulls where it has none), in its order."""
-    return pa.table({f.name: table[f.name].cast(f.type) if f.name in table.column_names
-                     else pa.nulls(table.num_rows, f.type) for f in schema})
+    return pa.table(
+        {
+            f.name: table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema
+        }
+    )
 
 
 def import_batch(
@@ -272,8 +302,9 @@ def import_batch(
     wh = as_iceberg(warehouse)
     sheet = read_sample_sheet(sample_sheet, batch_id=batch_id) if sample_sheet is not None else None
     if fmt.multi_sample:
-        paths = [Path(f) for f in files] or ([] if sheet is None or sheet.files is None
-                                              else list(dict.fromkeys(sheet.files.values())))
+        paths = [Path(f) for f in files] or (
+            [] if sheet is None or sheet.files is None else list(dict.fromkeys(sheet.files.values()))
+        )
         if not paths:
             raise ValueError("no input files given")
         for p in paths:
@@ -294,8 +325,9 @@ def import_batch(
 
     ensure_tables(wh, sheet.metadata_schema if sheet is not None else None)
     current = iceberg_table(wh, "sample_batch_map").scan(selected_fields=("sample_id", "batch_id")).to_arrow()
-    _check_membership(current.cast(pa.schema([("sample_id", pa.string()), ("batch_id", pa.string())])),
-                      batch_id, samples)
+    _check_membership(
+        current.cast(pa.schema([("sample_id", pa.string()), ("batch_id", pa.string())])), batch_id, samples
+    )
     reference = load_reference(wh)
     beta = DataFileSink(iceberg_table(wh, "beta"), batch_id=batch_id)
     coverage = None if fmt.multi_sample else DataFileSink(iceberg_table(wh, "coverage"), batch_id=batch_id)
@@ -304,8 +336,19 @@ def import_batch(
     try:
         n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="xr-methyl-import") as pool:
-            futures = [pool.submit(_read_file, fmt, p, s, _SampleWriter(batch_id, beta, coverage), strands=strands,
-                                   reference=reference, stop=stop) for p, s in jobs]
+            futures = [
+                pool.submit(
+                    _read_file,
+                    fmt,
+                    p,
+                    s,
+                    _SampleWriter(batch_id, beta, coverage),
+                    strands=strands,
+                    reference=reference,
+                    stop=stop,
+                )
+                for p, s in jobs
+            ]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             if any(f.exception() is not None for f in done):
                 stop.set()
@@ -316,10 +359,16 @@ def import_batch(
             if failed is not None:
                 raise failed
             report.files = [f.result() for f in futures]
-        summary = {"format": fmt.name, "batch_id": batch_id, "samples": len(samples),
-                   "files": [Path(p).name for p, _ in jobs]}
-        for name, sink in (("beta", beta),
-                           ("coverage", coverage or DataFileSink(iceberg_table(wh, "coverage"), batch_id=batch_id))):
+        summary = {
+            "format": fmt.name,
+            "batch_id": batch_id,
+            "samples": len(samples),
+            "files": [Path(p).name for p, _ in jobs],
+        }
+        for name, sink in (
+            ("beta", beta),
+            ("coverage", coverage or DataFileSink(iceberg_table(wh, "coverage"), batch_id=batch_id)),
+        ):
             table = sink.table
             try:
                 snapshot = replace_files(table, batch_files(table, batch_id), sink.files, summary)
@@ -343,11 +392,15 @@ def import_batch(
     report.seconds = time.perf_counter() - started
     for f in report.files:
         if f.counts.sites == 0:
-            warnings.warn(f"{f.path}: no CpG rows imported ({f.counts.records:,} records read)", ImportInputWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{f.path}: no CpG rows imported ({f.counts.records:,} records read)", ImportInputWarning, stacklevel=2
+            )
         elif f.counts.off_axis:
-            warnings.warn(f"{f.path}: {f.counts.off_axis:,} of {f.counts.sites:,} rows are not on the warehouse's "
-                          "CpG axis: another genome build, or another chromosome naming or coordinate convention?",
-                          ImportInputWarning, stacklevel=2)
+            warnings.warn(
+                f"{f.path}: {f.counts.off_axis:,} of {f.counts.sites:,} rows are not on the warehouse's "
+                "CpG axis: another genome build, or another chromosome naming or coordinate convention?",
+                ImportInputWarning,
+                stacklevel=2,
+            )
     log.info("%s", report.summary())
     return report

@@ -52,10 +52,20 @@ class CountsBedGraph:
             start = batch.column("start").to_numpy()
             width = batch.column("end").to_numpy() - start
             m, u = batch.column("methylated").to_numpy(), batch.column("unmethylated").to_numpy()
-            refuse_where(first, start < self.origin, 2, "start",
-                         f"positions are {self.origin}-based: start must be >= {self.origin}")
-            refuse_where(first, (width != one_c) & (width != one_cpg), 3, "end",
-                         f"end must be start + {one_c} (one cytosine) or start + {one_cpg} (a CpG, both strands)")
+            refuse_where(
+                first,
+                start < self.origin,
+                2,
+                "start",
+                f"positions are {self.origin}-based: start must be >= {self.origin}",
+            )
+            refuse_where(
+                first,
+                (width != one_c) & (width != one_cpg),
+                3,
+                "end",
+                f"end must be start + {one_c} (one cytosine) or start + {one_cpg} (a CpG, both strands)",
+            )
             refuse_where(first, m < 0, 5, "count methylated", "counts must be >= 0")
             refuse_where(first, u < 0, 6, "count unmethylated", "counts must be >= 0")
             strand = np.where(width == one_cpg, BOTH, UNKNOWN).astype(np.int8)

@@ -37,8 +37,10 @@ class BedMethyl:
     """``bedmethyl``: modkit pileup output (``*.bed[.gz]``, ``*.bedmethyl[.gz]``)."""
 
     name: ClassVar[str] = "bedmethyl"
-    convention: ClassVar[str] = ("0-based half-open; code m only; + row at start is the CpG at start + 1, "
-                                 "- row (the G) is the CpG at start, . row (combined strands) at start + 1")
+    convention: ClassVar[str] = (
+        "0-based half-open; code m only; + row at start is the CpG at start + 1, "
+        "- row (the G) is the CpG at start, . row (combined strands) at start + 1"
+    )
     suffixes: ClassVar[tuple[str, ...]] = (".bedmethyl", ".bedMethyl", ".bed")
     multi_sample: ClassVar[bool] = False
     position_column: ClassVar[tuple[int, str]] = (2, "start")
@@ -67,12 +69,22 @@ class BedMethyl:
             canonical, other = batch.column("canonical").to_numpy(), batch.column("other").to_numpy()
             strand, unknown = strand_array(batch.column("strand"), "+", "-", both=(".",))
             refuse_where(first, start < 0, 2, "start", "positions are 0-based: start must be >= 0")
-            refuse_where(first, batch.column("end").to_numpy() != start + 1, 3, "end",
-                         "end must be start + 1 (one cytosine per row)")
+            refuse_where(
+                first,
+                batch.column("end").to_numpy() != start + 1,
+                3,
+                "end",
+                "end must be start + 1 (one cytosine per row)",
+            )
             refuse_where(first, unknown, 6, "strand", "strand must be '+', '-' or '.'")
             for index, label, values in ((12, "Nmod", mod), (13, "Ncanonical", canonical), (14, "Nother_mod", other)):
                 refuse_where(first, values < 0, index, label, "counts must be >= 0")
-            refuse_where(first, valid != mod + canonical + other, 10, "Nvalid_cov",
-                         "Nvalid_cov must equal Nmod + Ncanonical + Nother_mod (is this modkit's column layout?)")
+            refuse_where(
+                first,
+                valid != mod + canonical + other,
+                10,
+                "Nvalid_cov",
+                "Nvalid_cov must equal Nmod + Ncanonical + Nother_mod (is this modkit's column layout?)",
+            )
             keep = pc.equal(batch.column("code"), "m").to_numpy(zero_copy_only=False)
             yield calls_batch(first, batch.column("chrom"), start + 1, strand, mod, canonical + other, keep)

@@ -34,10 +34,16 @@ class BismarkCoverage(CountsBedGraph):
     """``bismark-cov``: Bismark coverage files (``*.bismark.cov[.gz]``)."""
 
     name: ClassVar[str] = "bismark-cov"
-    convention: ClassVar[str] = ("1-based; start == end is one C of unknown strand (placed through the reference "
-                                 "axis), end == start + 1 is a merged CpG at start")
-    suffixes: ClassVar[tuple[str, ...]] = (".CpG_report.merged_CpG_evidence.cov", ".merged_CpG_evidence.cov",
-                                           ".bismark.cov", ".cov")
+    convention: ClassVar[str] = (
+        "1-based; start == end is one C of unknown strand (placed through the reference "
+        "axis), end == start + 1 is a merged CpG at start"
+    )
+    suffixes: ClassVar[tuple[str, ...]] = (
+        ".CpG_report.merged_CpG_evidence.cov",
+        ".merged_CpG_evidence.cov",
+        ".bismark.cov",
+        ".cov",
+    )
     origin: ClassVar[int] = 1
 
 
@@ -45,8 +51,9 @@ class BismarkReport:
     """``bismark-report``: Bismark CpG reports and genome-wide cytosine reports."""
 
     name: ClassVar[str] = "bismark-report"
-    convention: ClassVar[str] = ("1-based, one line per C and strand; CG context kept; a - strand C at pos "
-                                 "belongs to the CpG at pos - 1")
+    convention: ClassVar[str] = (
+        "1-based, one line per C and strand; CG context kept; a - strand C at pos belongs to the CpG at pos - 1"
+    )
     suffixes: ClassVar[tuple[str, ...]] = (".CpG_report.txt", ".CX_report.txt", ".cytosine_report.txt", ".txt")
     multi_sample: ClassVar[bool] = False
     columns = (

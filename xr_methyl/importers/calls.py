@@ -84,15 +84,15 @@ class ReferenceSites:
 class CallCounts:
     """What became of a file's records."""
 
-    records: int = 0          #: data rows read (after the format's own filter: context, modification code);
+    records: int = 0  #: data rows read (after the format's own filter: context, modification code);
     #:                           for a beta matrix, its cells
-    not_cpg: int = 0          #: cytosines of unknown strand that are on no reference CpG
-    other_strand: int = 0     #: records of the strand not kept (strands="+" or "-")
-    zero_coverage: int = 0    #: CpGs with no read: no row
-    missing: int = 0          #: beta matrix cells without a value (NA)
-    unplaced: int = 0         #: beta matrix cells of probes the manifest gives no locus
-    sites: int = 0            #: rows written
-    off_axis: int = 0         #: rows whose CpG is not on the reference axis (kept; counted to catch 0/1-based mix-ups)
+    not_cpg: int = 0  #: cytosines of unknown strand that are on no reference CpG
+    other_strand: int = 0  #: records of the strand not kept (strands="+" or "-")
+    zero_coverage: int = 0  #: CpGs with no read: no row
+    missing: int = 0  #: beta matrix cells without a value (NA)
+    unplaced: int = 0  #: beta matrix cells of probes the manifest gives no locus
+    sites: int = 0  #: rows written
+    off_axis: int = 0  #: rows whose CpG is not on the reference axis (kept; counted to catch 0/1-based mix-ups)
 
     def add(self, other: CallCounts) -> None:
         for name in self.__dataclass_fields__:
@@ -133,9 +133,14 @@ class CallStream:
         index, label = self.position_column
 
         def disorder(i: int, message: str) -> RowError:
-            return RowError(int(rows[i]), index, message + "; records must come in one block per chromosome with "
-                            "strictly increasing positions, as the pipeline writes them (sort the file with "
-                            "`sort -k1,1 -k2,2n`, or fix the duplicate)", column_name=label)
+            return RowError(
+                int(rows[i]),
+                index,
+                message + "; records must come in one block per chromosome with "
+                "strictly increasing positions, as the pipeline writes them (sort the file with "
+                "`sort -k1,1 -k2,2n`, or fix the duplicate)",
+                column_name=label,
+            )
 
         same = codes[1:] == codes[:-1]
         bad = np.flatnonzero(same & (pos[1:] <= pos[:-1]))
@@ -166,9 +171,13 @@ class CallStream:
             return table
         if self.reference is None or not len(self.reference):
             row = int(table.column("row").to_numpy()[np.flatnonzero(unknown)[0]])
-            raise RowError(row, None, "this record gives a single cytosine without its strand, so it cannot be placed "
-                           "on its CpG without the reference: build the CpG axis first (`xr-methyl axis --fasta "
-                           "GENOME.fa` / build_axis(warehouse, fasta=...)), or import a CpG-merged file")
+            raise RowError(
+                row,
+                None,
+                "this record gives a single cytosine without its strand, so it cannot be placed "
+                "on its CpG without the reference: build the CpG axis first (`xr-methyl axis --fasta "
+                "GENOME.fa` / build_axis(warehouse, fasta=...)), or import a CpG-merged file",
+            )
         chrom = table.column("chrom").combine_chunks()
         pos = table.column("pos").to_numpy()
         plus = self.reference.contains(chrom, pos)
@@ -232,8 +241,14 @@ class CallStream:
         if self.reference is not None and len(self.reference):
             self.counts.off_axis += int((~self.reference.contains(chrom, pos)).sum())
         self.counts.sites += len(pos)
-        return pa.table({"cpg_id": cpg_ids(chrom, pos), "beta": pa.array(methylated / coverage, pa.float64()),
-                         "coverage": pa.array(coverage, pa.int64())}, schema=SITES)
+        return pa.table(
+            {
+                "cpg_id": cpg_ids(chrom, pos),
+                "beta": pa.array(methylated / coverage, pa.float64()),
+                "coverage": pa.array(coverage, pa.int64()),
+            },
+            schema=SITES,
+        )
 
     # -- driving ------------------------------------------------------------------------
     def push(self, batch: pa.RecordBatch) -> pa.Table:
@@ -257,24 +272,43 @@ def concat_counts(counts: Iterable[CallCounts]) -> CallCounts:
     return total
 
 
-def strand_array(values: pa.Array, plus: str | tuple[str, ...], minus: str | tuple[str, ...],
-                 both: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+def strand_array(
+    values: pa.Array, plus: str | tuple[str, ...], minus: str | tuple[str, ...], both: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Strand codes from a strand column; also a mask of values that are none of the given spellings."""
     plus_set = (plus,) if isinstance(plus, str) else plus
     minus_set = (minus,) if isinstance(minus, str) else minus
     is_plus = pc.is_in(values, value_set=pa.array(plus_set)).to_numpy(zero_copy_only=False)
     is_minus = pc.is_in(values, value_set=pa.array(minus_set)).to_numpy(zero_copy_only=False)
-    is_both = (pc.is_in(values, value_set=pa.array(both, pa.string())).to_numpy(zero_copy_only=False)
-               if both else np.zeros(len(values), bool))
+    is_both = (
+        pc.is_in(values, value_set=pa.array(both, pa.string())).to_numpy(zero_copy_only=False)
+        if both
+        else np.zeros(len(values), bool)
+    )
     codes = np.where(is_plus, PLUS, np.where(is_minus, MINUS, BOTH)).astype(np.int8)
     return codes, ~(is_plus | is_minus | is_both)
 
 
-def calls_batch(first_row: int, chrom: pa.Array, pos: np.ndarray, strand: np.ndarray,
-                methylated: np.ndarray, unmethylated: np.ndarray, keep: np.ndarray | None = None) -> pa.RecordBatch:
+def calls_batch(
+    first_row: int,
+    chrom: pa.Array,
+    pos: np.ndarray,
+    strand: np.ndarray,
+    methylated: np.ndarray,
+    unmethylated: np.ndarray,
+    keep: np.ndarray | None = None,
+) -> pa.RecordBatch:
     """A ``CALLS`` batch from columns of one parsed batch, keeping the rows of ``keep``."""
     rows = np.arange(first_row, first_row + len(pos), dtype=np.int64)
     batch = pa.RecordBatch.from_arrays(
-        [pa.array(rows), chrom, pa.array(pos, pa.int64()), pa.array(strand, pa.int8()),
-         pa.array(methylated, pa.int64()), pa.array(unmethylated, pa.int64())], schema=CALLS)
+        [
+            pa.array(rows),
+            chrom,
+            pa.array(pos, pa.int64()),
+            pa.array(strand, pa.int8()),
+            pa.array(methylated, pa.int64()),
+            pa.array(unmethylated, pa.int64()),
+        ],
+        schema=CALLS,
+    )
     return batch if keep is None or keep.all() else batch.filter(pa.array(keep))

@@ -20,7 +20,9 @@ class MethylDackel(CountsBedGraph):
     """``methyldackel``: MethylDackel bedGraph files (``*_CpG.bedGraph[.gz]``)."""
 
     name: ClassVar[str] = "methyldackel"
-    convention: ClassVar[str] = ("0-based half-open; 2-bp line (--mergeContext) is the CpG at start + 1; 1-bp line "
-                                 "is one C of unknown strand (placed through the reference axis)")
+    convention: ClassVar[str] = (
+        "0-based half-open; 2-bp line (--mergeContext) is the CpG at start + 1; 1-bp line "
+        "is one C of unknown strand (placed through the reference axis)"
+    )
     suffixes: ClassVar[tuple[str, ...]] = ("_CpG.bedGraph", ".bedGraph")
     origin: ClassVar[int] = 0

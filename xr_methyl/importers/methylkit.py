@@ -26,8 +26,10 @@ class MethylKit:
     """``methylkit``: methylKit text tables (``*.txt[.gz]``, ``*_methylKit.txt``)."""
 
     name: ClassVar[str] = "methylkit"
-    convention: ClassVar[str] = ("1-based; strand F at base is the CpG at base, R (the C on -, at the G) is the "
-                                 "CpG at base - 1; counts from coverage x freqC / 100")
+    convention: ClassVar[str] = (
+        "1-based; strand F at base is the CpG at base, R (the C on -, at the G) is the "
+        "CpG at base - 1; counts from coverage x freqC / 100"
+    )
     suffixes: ClassVar[tuple[str, ...]] = ("_CpG.methylKit", ".methylKit", ".txt")
     multi_sample: ClassVar[bool] = False
     position_column: ClassVar[tuple[int, str]] = (3, "base")
@@ -54,7 +56,12 @@ class MethylKit:
             refuse_where(first, unknown, 4, "strand", "strand must be F or R (or + or -)")
             refuse_where(first, coverage < 0, 5, "coverage", "coverage must be >= 0")
             refuse_where(first, ~((freq_c >= 0) & (freq_c <= 100)), 6, "freqC", "freqC is a percentage in [0, 100]")
-            refuse_where(first, np.abs(freq_c + freq_t - 100) > 0.1, 7, "freqT",
-                         "freqC + freqT must make 100 (percentages of the reads)")
+            refuse_where(
+                first,
+                np.abs(freq_c + freq_t - 100) > 0.1,
+                7,
+                "freqT",
+                "freqC + freqT must make 100 (percentages of the reads)",
+            )
             methylated = np.rint(coverage * freq_c / 100).astype(np.int64)
             yield calls_batch(first, batch.column("chrom"), base, strand, methylated, coverage - methylated)

@@ -68,8 +68,13 @@ def read_sample_sheet(path: str | os.PathLike, *, batch_id: str) -> SampleSheet:
         raise ImportFormatError(path, None, None, f"cannot read the sample sheet: {err}") from None
     table = table.rename_columns([name.strip() for name in table.column_names])
     if "sample_id" not in table.column_names:
-        raise ImportFormatError(path, 1, None, f"no sample_id column (columns: {table.column_names}); a sample "
-                                "sheet needs sample_id, and may have file, batch_id and metadata columns")
+        raise ImportFormatError(
+            path,
+            1,
+            None,
+            f"no sample_id column (columns: {table.column_names}); a sample "
+            "sheet needs sample_id, and may have file, batch_id and metadata columns",
+        )
     if "batch_id" in table.column_names:
         table = table.filter(pc.equal(table["batch_id"].cast(pa.string()), batch_id))
         if table.num_rows == 0:
@@ -83,8 +88,9 @@ def read_sample_sheet(path: str | os.PathLike, *, batch_id: str) -> SampleSheet:
         raise ImportFormatError(path, None, None, str(err)) from None
     repeated = sorted({s for s in ids if ids.count(s) > 1})
     if repeated:
-        raise ImportFormatError(path, None, None,
-                                f"sample id(s) {repeated[:10]} have several rows; keep one per sample")
+        raise ImportFormatError(
+            path, None, None, f"sample id(s) {repeated[:10]} have several rows; keep one per sample"
+        )
     files = None
     if "file" in table.column_names:
         names = table["file"].cast(pa.string()).to_pylist()
@@ -112,8 +118,9 @@ def sample_id_from_name(path: Path, fmt: Format) -> str:
     return name
 
 
-def assign_samples(files: Sequence[str | os.PathLike], fmt: Format,
-                   sheet: SampleSheet | None) -> list[tuple[Path, str]]:
+def assign_samples(
+    files: Sequence[str | os.PathLike], fmt: Format, sheet: SampleSheet | None
+) -> list[tuple[Path, str]]:
     """(file, sample id) of each input of a one-sample-per-file format.
 
     Files come from ``files``, or from the sheet's ``file`` column when none are
@@ -136,8 +143,9 @@ def assign_samples(files: Sequence[str | os.PathLike], fmt: Format,
             if sample is None and len(by_name.get(p.name, [])) == 1:
                 sample = by_name[p.name][0]
             if sample is None:
-                raise ImportFormatError(sheet.path, None, None, f"no row of the sample sheet names the file {str(p)!r} "
-                                        "in its file column")
+                raise ImportFormatError(
+                    sheet.path, None, None, f"no row of the sample sheet names the file {str(p)!r} in its file column"
+                )
             pairs.append((p, sample))
     else:
         pairs = [(p, sample_id_from_name(p, fmt)) for p in paths]
@@ -145,14 +153,21 @@ def assign_samples(files: Sequence[str | os.PathLike], fmt: Format,
             known = set(sheet.sample_ids)
             unknown = [(str(p), s) for p, s in pairs if s not in known]
             if unknown:
-                raise ImportFormatError(sheet.path, None, None, f"no row for sample {unknown[0][1]!r} (from the file "
-                                        f"name {unknown[0][0]!r}); add it, or add a file column naming each file")
+                raise ImportFormatError(
+                    sheet.path,
+                    None,
+                    None,
+                    f"no row for sample {unknown[0][1]!r} (from the file "
+                    f"name {unknown[0][0]!r}); add it, or add a file column naming each file",
+                )
     check_ids([s for _, s in pairs])
     seen: dict[str, Path] = {}
     for p, s in pairs:
         if s in seen:
-            raise DataError(f"files {str(seen[s])!r} and {str(p)!r} are both sample {s!r}; one file per sample "
-                            "(concatenate per-chromosome files first)")
+            raise DataError(
+                f"files {str(seen[s])!r} and {str(p)!r} are both sample {s!r}; one file per sample "
+                "(concatenate per-chromosome files first)"
+            )
         seen[s] = p
     missing = [str(p) for p, _ in pairs if not p.is_file()]
     if missing:

@@ -170,16 +170,20 @@ def _field_problem(value: bytes, column: Column, null_values: Sequence[str]) -> 
     return None if text or pa.types.is_string(column.type) else "empty value"
 
 
-def locate_parse_error(path: Path, columns: Sequence[Column], layout: Layout, *, n_fields: int,
-                       null_values: Sequence[str]) -> ImportFormatError | None:
+def locate_parse_error(
+    path: Path, columns: Sequence[Column], layout: Layout, *, n_fields: int, null_values: Sequence[str]
+) -> ImportFormatError | None:
     """Scan the file for the first line pyarrow cannot read; None if every line looks fine."""
     kind = "tab-separated" if layout.delimiter == "\t" else f"{layout.delimiter!r}-separated"
     for number, line in _data_lines(path, layout):
         fields = [f.encode() for f in layout.split(line)]
         if len(fields) != n_fields:
-            return ImportFormatError(path, number, None,
-                                     f"expected {n_fields} {kind} columns (as on the first data line), "
-                                     f"found {len(fields)}")
+            return ImportFormatError(
+                path,
+                number,
+                None,
+                f"expected {n_fields} {kind} columns (as on the first data line), found {len(fields)}",
+            )
         for column in columns:
             problem = _field_problem(fields[column.index], column, null_values)
             if problem is not None:
@@ -213,13 +217,22 @@ def read_delimited(
     first = head_lines(path, header_lines + 1)
     if len(first) <= header_lines:
         return  # nothing but the header: no rows
-    n_fields = len(layout.split(first[header_lines].encode().replace(b" ", b"\t") if layout.spaces_are_tabs
-                                else first[header_lines].encode()))
+    n_fields = len(
+        layout.split(
+            first[header_lines].encode().replace(b" ", b"\t")
+            if layout.spaces_are_tabs
+            else first[header_lines].encode()
+        )
+    )
     wanted = exact_fields if exact_fields is not None else min_fields
     if wanted is not None and (n_fields != wanted if exact_fields is not None else n_fields < wanted):
         rule = "exactly" if exact_fields is not None else "at least"
-        raise ImportFormatError(path, header_lines + 1, None,
-                                f"found {n_fields} columns, expected {rule} {wanted} separated by {delimiter!r}")
+        raise ImportFormatError(
+            path,
+            header_lines + 1,
+            None,
+            f"found {n_fields} columns, expected {rule} {wanted} separated by {delimiter!r}",
+        )
     names = [f"f{i}" for i in range(n_fields)]
     key_of = {f"f{c.index}": c.key for c in columns}
 
@@ -235,10 +248,12 @@ def read_delimited(
     try:
         reader = pacsv.open_csv(
             source,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=header_lines,
-                                           block_size=block_size or BLOCK_SIZE),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if layout.quoted else False,
-                                             ignore_empty_lines=True),
+            read_options=pacsv.ReadOptions(
+                column_names=names, skip_rows=header_lines, block_size=block_size or BLOCK_SIZE
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char='"' if layout.quoted else False, ignore_empty_lines=True
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={f"f{c.index}": c.type for c in columns},
                 include_columns=[f"f{c.index}" for c in columns],

@@ -46,8 +46,9 @@ def iceberg_table(warehouse: IcebergWarehouse, name: str) -> IcebergTable:
     return warehouse._table(name)
 
 
-def read_columns(warehouse: IcebergWarehouse, name: str, columns: Sequence[str], *,
-                 dictionary_columns: Sequence[str] = ()) -> pa.RecordBatchReader:
+def read_columns(
+    warehouse: IcebergWarehouse, name: str, columns: Sequence[str], *, dictionary_columns: Sequence[str] = ()
+) -> pa.RecordBatchReader:
     """Stream ``columns`` of a table: its Parquet files read directly when they are plain local files
     (``dictionary_columns`` then come dictionary-encoded, as stored), else through pyiceberg."""
     import pyarrow.dataset as pads
@@ -61,8 +62,15 @@ def read_columns(warehouse: IcebergWarehouse, name: str, columns: Sequence[str],
     return dataset.scanner(columns=list(columns), batch_size=1 << 20).to_reader()
 
 
-def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = None, batch_id: str | None = None,
-                     write_uuid: uuid.UUID | None = None, counter: itertools.count | None = None) -> list[DataFile]:
+def write_data_files(
+    table: IcebergTable,
+    rows: pa.Table,
+    *,
+    metadata: Any = None,
+    batch_id: str | None = None,
+    write_uuid: uuid.UUID | None = None,
+    counter: itertools.count | None = None,
+) -> list[DataFile]:
     """Write ``rows`` (cast to the table's schema) as data files of ``table``; nothing is committed.
 
     With ``batch_id`` (a table partitioned by identity(batch_id) alone, every
@@ -82,13 +90,16 @@ def write_data_files(table: IcebergTable, rows: pa.Table, *, metadata: Any = Non
     write_uuid = write_uuid or uuid.uuid4()
     counter = counter or itertools.count()
     if batch_id is None:
-        return list(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid,
-                                             counter=counter))
+        return list(
+            _dataframe_to_data_files(
+                table_metadata=metadata, df=rows, io=table.io, write_uuid=write_uuid, counter=counter
+            )
+        )
     spec = metadata.spec()
-    key = PartitionKey(field_values=[PartitionFieldValue(spec.fields[0], batch_id)], partition_spec=spec,
-                       schema=schema)
-    task = WriteTask(write_uuid=write_uuid, task_id=next(counter), schema=schema, record_batches=rows.to_batches(),
-                     partition_key=key)
+    key = PartitionKey(field_values=[PartitionFieldValue(spec.fields[0], batch_id)], partition_spec=spec, schema=schema)
+    task = WriteTask(
+        write_uuid=write_uuid, task_id=next(counter), schema=schema, record_batches=rows.to_batches(), partition_key=key
+    )
     return list(write_file(table.io, metadata, iter([task])))
 
 
@@ -131,8 +142,12 @@ def rewrite_table(table: IcebergTable, rows: pa.Table, summary: dict[str, Any]) 
                     for f in added:
                         update.add_column(f.name, _iceberg_type(f.type))
             schema = txn.table_metadata.schema().as_arrow()
-            full = pa.table({f.name: rows[f.name] if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
-                             for f in schema})
+            full = pa.table(
+                {
+                    f.name: rows[f.name] if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+                    for f in schema
+                }
+            )
             written = write_data_files(table, full, metadata=txn.table_metadata)
             replace_files(table, old, written, summary, transaction=txn)
     except Exception as err:
@@ -147,8 +162,11 @@ def check_batch_partitioned(table: IcebergTable) -> None:
 
     spec = table.spec()
     source = table.schema().find_field("batch_id").field_id
-    if len(spec.fields) != 1 or spec.fields[0].source_id != source or not isinstance(spec.fields[0].transform,
-                                                                                       IdentityTransform):
+    if (
+        len(spec.fields) != 1
+        or spec.fields[0].source_id != source
+        or not isinstance(spec.fields[0].transform, IdentityTransform)
+    ):
         raise WarehouseError(
             f"table {table.name()} is not partitioned by identity(batch_id) alone (spec: {spec}); an import replaces "
             "one batch's partition: create the tables with create_tables()"
@@ -185,8 +203,14 @@ def all_files(table: IcebergTable) -> list[DataFile]:
     return [task.file for task in table.scan().plan_files()]
 
 
-def replace_files(table: IcebergTable, old: Sequence[DataFile], new: Sequence[DataFile], summary: dict[str, Any],
-                  *, transaction: Any = None) -> int | None:
+def replace_files(
+    table: IcebergTable,
+    old: Sequence[DataFile],
+    new: Sequence[DataFile],
+    summary: dict[str, Any],
+    *,
+    transaction: Any = None,
+) -> int | None:
     """Commit one ``overwrite`` snapshot removing ``old`` and adding ``new``; return its id (None: nothing to do).
 
     With ``transaction`` (an open pyiceberg transaction of ``table``), the
@@ -216,8 +240,10 @@ def commit_failed(err: Exception, table: IcebergTable, what: str) -> WarehouseEr
     from pyiceberg.exceptions import CommitFailedException
 
     if isinstance(err, CommitFailedException):
-        return WarehouseError(f"another writer changed {table.name()} while {what} ran ({err}); nothing of it was "
-                              "committed to that table: run it again")
+        return WarehouseError(
+            f"another writer changed {table.name()} while {what} ran ({err}); nothing of it was "
+            "committed to that table: run it again"
+        )
     return WarehouseError(f"committing {what} to {table.name()} failed: {err}")
 
 
@@ -238,8 +264,9 @@ class DataFileSink:
         self._counter = itertools.count()
 
     def write(self, rows: pa.Table) -> None:
-        written = write_data_files(self.table, rows, batch_id=self.batch_id, write_uuid=self._uuid,
-                                   counter=self._counter)
+        written = write_data_files(
+            self.table, rows, batch_id=self.batch_id, write_uuid=self._uuid, counter=self._counter
+        )
         with self._lock:
             self.files.extend(written)
 

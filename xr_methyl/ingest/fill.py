@@ -36,8 +36,13 @@ class Source:
 
     @classmethod
     def of(cls, export, batch_id: str) -> Source:
-        return cls(export.table, tuple(export.files.get(batch_id, [])), export.filesystem, export.value_column,
-                   export.whole_batches)
+        return cls(
+            export.table,
+            tuple(export.files.get(batch_id, [])),
+            export.filesystem,
+            export.value_column,
+            export.whole_batches,
+        )
 
     def dataset(self):
         import pyarrow.dataset as pads
@@ -60,8 +65,9 @@ def _locator(axis):
     return _LOCATORS[key]
 
 
-def plan_units(n_rows: int, n_cpgs: int, *, block: int, cpg_shard: int, bytes_per_cell: int,
-               max_memory: int) -> list[tuple[slice, slice]]:
+def plan_units(
+    n_rows: int, n_cpgs: int, *, block: int, cpg_shard: int, bytes_per_cell: int, max_memory: int
+) -> list[tuple[slice, slice]]:
     """Split a batch's (rows x CpGs) into units of whole shards whose wide blocks fit ``max_memory``.
 
     The whole batch when it fits; else as many sample blocks as fit, all CpGs
@@ -74,36 +80,54 @@ def plan_units(n_rows: int, n_cpgs: int, *, block: int, cpg_shard: int, bytes_pe
         step = max_memory // per_block_row * block
         return [(slice(r, min(r + step, n_rows)), slice(0, n_cpgs)) for r in range(0, n_rows, step)]
     width = max(1, max_memory // (block * cpg_shard * bytes_per_cell)) * cpg_shard
-    return [(slice(r, min(r + block, n_rows)), slice(c, min(c + width, n_cpgs)))
-            for r in range(0, n_rows, block) for c in range(0, n_cpgs, width)]
+    return [
+        (slice(r, min(r + block, n_rows)), slice(c, min(c + width, n_cpgs)))
+        for r in range(0, n_rows, block)
+        for c in range(0, n_cpgs, width)
+    ]
 
 
-def fill_rows(rows: RowRange, axis, sources: dict[str, Source], *, max_memory: int, on_unknown_cpg: str,
-              coverage_dtype: str) -> dict:
+def fill_rows(
+    rows: RowRange, axis, sources: dict[str, Source], *, max_memory: int, on_unknown_cpg: str, coverage_dtype: str
+) -> dict:
     """Locate, scatter and write one reserved batch, unit by unit; runs in any process.
 
     Returns ``{"long_rows", "dropped", "seconds": {"scatter", "write"}, "shards"}`` (``shards``: the
     objects written, for the commit's block records).
     """
     with reuse_freed_memory():
-        return _fill_units(rows, _locator(axis), sources, max_memory=max_memory, on_unknown_cpg=on_unknown_cpg,
-                           coverage_dtype=coverage_dtype)
+        return _fill_units(
+            rows,
+            _locator(axis),
+            sources,
+            max_memory=max_memory,
+            on_unknown_cpg=on_unknown_cpg,
+            coverage_dtype=coverage_dtype,
+        )
 
 
-def _fill_units(rows: RowRange, locator, sources: dict[str, Source], *, max_memory: int, on_unknown_cpg: str,
-                coverage_dtype: str) -> dict:
+def _fill_units(
+    rows: RowRange, locator, sources: dict[str, Source], *, max_memory: int, on_unknown_cpg: str, coverage_dtype: str
+) -> dict:
     members = list(rows.sample_ids)
     dtypes = {"beta": np.dtype("float32"), "coverage": np.dtype(coverage_dtype)}
     bytes_per_cell = sum(d.itemsize + 1 for d in dtypes.values())  # values + the repeat check
-    units = plan_units(len(members), rows.n_cpgs, block=rows.block, cpg_shard=rows.cpg_shard,
-                       bytes_per_cell=bytes_per_cell, max_memory=max_memory)
+    units = plan_units(
+        len(members),
+        rows.n_cpgs,
+        block=rows.block,
+        cpg_shard=rows.cpg_shard,
+        bytes_per_cell=bytes_per_cell,
+        max_memory=max_memory,
+    )
     out = {"long_rows": 0, "dropped": 0, "seconds": {"scatter": 0.0, "write": 0.0}, "shards": {}}
     for row_range, col_range in units:
         t0 = time.perf_counter()
         blocks = {}
         for table, source in sources.items():
-            blocks[table] = _scatter_unit(locator, source, rows.batch_id, members, row_range, col_range,
-                                          dtypes[table], on_unknown_cpg, out)
+            blocks[table] = _scatter_unit(
+                locator, source, rows.batch_id, members, row_range, col_range, dtypes[table], on_unknown_cpg, out
+            )
         out["seconds"]["scatter"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         out["shards"].update(rows.write(row_range.start, col_range.start, blocks["beta"], blocks["coverage"]))
@@ -112,8 +136,17 @@ def _fill_units(rows: RowRange, locator, sources: dict[str, Source], *, max_memo
     return out
 
 
-def _scatter_unit(locator, source: Source, batch_id: str, members: list[str], row_range: slice, col_range: slice,
-                  dtype: np.dtype, on_unknown_cpg: str, out: dict) -> np.ndarray:
+def _scatter_unit(
+    locator,
+    source: Source,
+    batch_id: str,
+    members: list[str],
+    row_range: slice,
+    col_range: slice,
+    dtype: np.dtype,
+    on_unknown_cpg: str,
+    out: dict,
+) -> np.ndarray:
     """One unit's wide block of one table, from one pass over the batch's files."""
     table = source.table
     n_cols = col_range.stop - col_range.start
@@ -121,8 +154,13 @@ def _scatter_unit(locator, source: Source, batch_id: str, members: list[str], ro
     dataset = source.dataset()
     first_cols = col_range.start == 0  # count unknown ids once per row range
     seen = dropped_here = 0
-    for located in locator.locate(dataset, members, value_column=source.value_column,
-                                  other_samples="drop" if source.whole_batches else "error", row_range=row_range):
+    for located in locator.locate(
+        dataset,
+        members,
+        value_column=source.value_column,
+        other_samples="drop" if source.whole_batches else "error",
+        row_range=row_range,
+    ):
         cols = located.cols
         known = cols >= 0
         dropped = int(len(known) - np.count_nonzero(known))
@@ -156,5 +194,7 @@ def _scatter_unit(locator, source: Source, batch_id: str, members: list[str], ro
         if not examples:
             raise
         shown = ", ".join(f"({s!r}, {c!r}) x{n}" for s, c, n in examples)
-        raise DataError(f"{table} of batch {batch_id!r}: duplicate rows for (sample, cpg) pairs: {shown}; "
-                        "each sample has at most one row per CpG") from err
+        raise DataError(
+            f"{table} of batch {batch_id!r}: duplicate rows for (sample, cpg) pairs: {shown}; "
+            "each sample has at most one row per CpG"
+        ) from err

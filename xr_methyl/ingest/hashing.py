@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-_MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93],
-                dtype=np.uint64)
+_MUL = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93], dtype=np.uint64)
 
 
 #: ``_LOW_BYTES[i]``: a mask of the low ``i`` bytes of a uint64 (0 <= i <= 8).
@@ -81,8 +80,9 @@ class CpgLookup:
         if pa.types.is_string_view(strings.type) or pa.types.is_binary_view(strings.type):
             strings = strings.cast(pa.large_string())
         n = len(strings)
-        offset_type = np.int64 if pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type) \
-            else np.int32
+        offset_type = (
+            np.int64 if pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type) else np.int32
+        )
         bufs = strings.buffers()
         offsets = np.frombuffer(bufs[1], dtype=offset_type)[strings.offset : strings.offset + n + 1].astype(np.int64)
         data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)

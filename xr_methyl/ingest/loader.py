@@ -102,8 +102,9 @@ class Loader:
         if not isinstance(max_memory, int) or max_memory < 1:
             raise ValueError(f"max_memory={max_memory!r}: expected a positive number of bytes")
         self.max_memory = max_memory
-        self.store = (store if isinstance(store, MethylStore)
-                      else MethylStore.open(store, storage_options=storage_options))
+        self.store = (
+            store if isinstance(store, MethylStore) else MethylStore.open(store, storage_options=storage_options)
+        )
         self._warehouse = warehouse
         self.on_unknown_cpg = on_unknown_cpg
         self.last_report = LoadReport()
@@ -175,8 +176,11 @@ class Loader:
                 bar.update(1)
             report.seconds["export"] = time.perf_counter() - t0
             jobs = {b: {t: Source.of(exports[t], b) for t in VALUE_TABLES} for b in groups}
-            options = {"max_memory": self.max_memory, "on_unknown_cpg": self.on_unknown_cpg,
-                       "coverage_dtype": str(self.store.coverage_dtype)}
+            options = {
+                "max_memory": self.max_memory,
+                "on_unknown_cpg": self.on_unknown_cpg,
+                "coverage_dtype": str(self.store.coverage_dtype),
+            }
             if client is None:
                 for batch_id, members in groups.items():
                     bar.set_postfix_str(f"batch {batch_id}")
@@ -186,21 +190,30 @@ class Loader:
                         if rows.sample_ids:
                             filled = fill_rows(rows, self.store.cpg_axis, jobs[batch_id], **options)
                             self._account(report, filled)
-                        pending.commit(rows, provenance=_provenance(wh, batch_id, resolve_queries, exports),
-                                       shards=filled["shards"] if filled else None)
+                        pending.commit(
+                            rows,
+                            provenance=_provenance(wh, batch_id, resolve_queries, exports),
+                            shards=filled["shards"] if filled else None,
+                        )
                     self._done(report, rows)
                     bar.update(1)
             else:
                 with self.store.appending(list(groups.items()), metadata=metadata) as pending:
                     axis = self.store.cpg_axis
-                    futures = [client.submit(fill_rows, rows, axis, jobs[rows.batch_id], **options, pure=False)
-                               for rows in pending.rows if rows.sample_ids]
+                    futures = [
+                        client.submit(fill_rows, rows, axis, jobs[rows.batch_id], **options, pure=False)
+                        for rows in pending.rows
+                        if rows.sample_ids
+                    ]
                     for rows, future in zip([r for r in pending.rows if r.sample_ids], futures):
                         bar.set_postfix_str(f"batch {rows.batch_id}")
                         filled = future.result()
                         self._account(report, filled)
-                        pending.commit(rows, provenance=_provenance(wh, rows.batch_id, resolve_queries, exports),
-                                       shards=filled["shards"])
+                        pending.commit(
+                            rows,
+                            provenance=_provenance(wh, rows.batch_id, resolve_queries, exports),
+                            shards=filled["shards"],
+                        )
                         self._done(report, rows)
                         bar.update(1)
         finally:
@@ -237,8 +250,12 @@ class Loader:
             from xr_methyl.store.commit import write_failure
 
             raise StoreWriteError(
-                write_failure(self.store.storage.uri, f"preparing to ingest {n_missing} missing sample(s)", err,
-                               len(self.store.sample_ids)),
+                write_failure(
+                    self.store.storage.uri,
+                    f"preparing to ingest {n_missing} missing sample(s)",
+                    err,
+                    len(self.store.sample_ids),
+                ),
                 errno=err.errno,
             ) from err
 
@@ -253,10 +270,12 @@ class Loader:
         except Exception as err:
             n = sum(map(len, groups.values()))
             # The driver's message may quote a signed URL or a connection string.
-            raise WarehouseError(redact(
-                f"exporting {table} of {n} sample(s) in {len(groups)} batch(es) from {wh.describe()} failed: "
-                f"{type(err).__name__}: {err}. Nothing was written to the store; re-run once the warehouse works."
-            )) from err
+            raise WarehouseError(
+                redact(
+                    f"exporting {table} of {n} sample(s) in {len(groups)} batch(es) from {wh.describe()} failed: "
+                    f"{type(err).__name__}: {err}. Nothing was written to the store; re-run once the warehouse works."
+                )
+            ) from err
 
     def _resolve(self, wh: Warehouse, missing: list[str]):
         """Group missing samples by batch; fail on unknown ids before writing anything."""

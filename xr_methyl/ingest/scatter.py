@@ -97,8 +97,10 @@ class WideBlock:
                 bad = (values < 0) | (values > top)
                 if values.dtype.kind == "f":
                     bad |= np.floor(values) < values  # a fraction
-                rule = (f"coverage must be a whole number within [0, {top}] (the store's {self.dtype} coverage; "
-                        "NULL or NaN is stored as 0)")
+                rule = (
+                    f"coverage must be a whole number within [0, {top}] (the store's {self.dtype} coverage; "
+                    "NULL or NaN is stored as 0)"
+                )
         if bad.any():
             first = int(np.argmax(bad))
             raise DataError(

@@ -150,8 +150,9 @@ class LocalStorage:
 
     # -- creating a store in one step --------------------------------------------------
     @contextmanager
-    def creating(self, *, manifest_key: str, lock_key: str, timeout: float
-                 ) -> Iterator[tuple[LocalStorage, Callable[[str, bytes], None]]]:
+    def creating(
+        self, *, manifest_key: str, lock_key: str, timeout: float
+    ) -> Iterator[tuple[LocalStorage, Callable[[str, bytes], None]]]:
         """Build a new store out of sight, then make it appear at once.
 
         Yields ``(staged, publish)``: write every object of the new store to
@@ -163,14 +164,18 @@ class LocalStorage:
         """
         staged = self.staging()
         try:
+
             def publish(key: str, data: bytes) -> None:
                 staged.write_atomic(key, data)
                 if not self.publish(staged):
-                    raise StoreExistsError(f"{self.uri} appeared while the store was being created; "
-                                           "nothing was changed")
+                    raise StoreExistsError(
+                        f"{self.uri} appeared while the store was being created; nothing was changed"
+                    )
+
             yield staged, publish
         finally:
             staged.remove_tree("")
+
     def staging(self) -> LocalStorage:
         """A fresh sibling directory to build a new store in before :meth:`publish`."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -250,8 +255,9 @@ class LocalStorage:
         for p in self.root.parent.glob(f".{glob.escape(self.root.name)}.creating-*"):
             record = p / OWNER_FILE
             # No lease refresh while creating: a creator on another host gets an hour.
-            if p.is_dir() and not owner_alive(read_owner(record), record if record.exists() else p,
-                                              lease=STAGING_LEASE_SECONDS):
+            if p.is_dir() and not owner_alive(
+                read_owner(record), record if record.exists() else p, lease=STAGING_LEASE_SECONDS
+            ):
                 out.append(p)
         return out
 
@@ -279,8 +285,12 @@ class WriteLock(LeaseLock):
 
     @property
     def record(self) -> dict[str, Any]:
-        return {**process_identity(), "token": self.token, "lease_seconds": self.lease,
-                "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return {
+            **process_identity(),
+            "token": self.token,
+            "lease_seconds": self.lease,
+            "acquired_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
 
     def held(self) -> bool:
         """Whether the lock file still names this lock."""

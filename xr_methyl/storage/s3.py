@@ -114,8 +114,9 @@ def normalise_options(storage_options: Mapping[str, Any] | None) -> dict[str, An
         if name == "client_kwargs" and isinstance(value, Mapping):  # s3fs: {"endpoint_url": ..., "region_name": ...}
             for inner, inner_value in value.items():
                 if inner not in ("endpoint_url", "region_name"):
-                    raise ValueError(f"storage_options client_kwargs {inner!r}: only endpoint_url and region_name "
-                                     "are understood")
+                    raise ValueError(
+                        f"storage_options client_kwargs {inner!r}: only endpoint_url and region_name are understood"
+                    )
                 out[OPTION_ALIASES[inner]] = inner_value
             continue
         if name not in OPTION_ALIASES:
@@ -167,7 +168,10 @@ class S3Storage:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, S3Storage) and (self.bucket, self.prefix, self.options) == (
-            other.bucket, other.prefix, other.options)
+            other.bucket,
+            other.prefix,
+            other.options,
+        )
 
     def __hash__(self) -> int:
         return hash((self.bucket, self.prefix))
@@ -218,8 +222,11 @@ class S3Storage:
             aws_session_token=o.get("aws_session_token"),
             region_name=o.get("region"),
         )
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
-                        signature_version=UNSIGNED if o.get("anon") else None)
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=32,
+            signature_version=UNSIGNED if o.get("anon") else None,
+        )
         client = session.client("s3", endpoint_url=o.get("endpoint_url"), config=config)
         return session, client
 
@@ -241,11 +248,15 @@ class S3Storage:
         else:
             credentials = self.session.get_credentials()
             if credentials is None:
-                raise PermissionError(errno.EACCES, f"no AWS credentials found for {self.uri}: configure the AWS "
-                                      "chain (environment, profile, instance role) or pass storage_options")
+                raise PermissionError(
+                    errno.EACCES,
+                    f"no AWS credentials found for {self.uri}: configure the AWS "
+                    "chain (environment, profile, instance role) or pass storage_options",
+                )
             kwargs["credential_provider"] = _CredentialProvider(credentials)
-        return S3Store(self.bucket, prefix=self._key(key) or None, config=config, client_options=client_options,
-                       **kwargs)
+        return S3Store(
+            self.bucket, prefix=self._key(key) or None, config=config, client_options=client_options, **kwargs
+        )
 
     def zarr_store(self, key: str, *, read_only: bool):
         """zarr's ``ObjectStore`` over obstore for the array under ``key``."""
@@ -267,8 +278,11 @@ class S3Storage:
         except ClientError as err:
             raise self._error(err, operation, key) from err
         except NoCredentialsError as err:
-            raise PermissionError(errno.EACCES, f"no AWS credentials found for {self.uri}: configure the AWS chain "
-                                  "(environment, profile, SSO, instance role) or pass storage_options") from err
+            raise PermissionError(
+                errno.EACCES,
+                f"no AWS credentials found for {self.uri}: configure the AWS chain "
+                "(environment, profile, SSO, instance role) or pass storage_options",
+            ) from err
         except BotoCoreError as err:
             raise ConnectionError(errno.EIO, f"cannot reach S3 for {self.uri}: {err}") from err
 
@@ -278,18 +292,35 @@ class S3Storage:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         where = f"{self.uri}/{key}" if key else self.uri
         if code == "NoSuchBucket":
-            return StoreNotFoundError(f"the bucket {self.bucket!r} does not exist (endpoint "
-                                      f"{self.client.meta.endpoint_url}); create it first or check the store URI "
-                                      f"{self.uri}")
+            return StoreNotFoundError(
+                f"the bucket {self.bucket!r} does not exist (endpoint "
+                f"{self.client.meta.endpoint_url}); create it first or check the store URI "
+                f"{self.uri}"
+            )
         if code in ("NoSuchKey", "NotFound", "404") or status == 404:
             return FileNotFoundError(errno.ENOENT, f"no such object: {where}")
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-            return StoreConflictError(f"{where} changed (or appeared) since it was read; it was not written "
-                                      f"({code or status})")
-        if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                    "ExpiredToken", "InvalidToken", "403") or status == 403:
-            return PermissionError(errno.EACCES, f"access denied to {where} ({operation}: {code or status}); check "
-                                   "the credentials and the bucket policy")
+            return StoreConflictError(
+                f"{where} changed (or appeared) since it was read; it was not written ({code or status})"
+            )
+        if (
+            code
+            in (
+                "AccessDenied",
+                "AllAccessDisabled",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "ExpiredToken",
+                "InvalidToken",
+                "403",
+            )
+            or status == 403
+        ):
+            return PermissionError(
+                errno.EACCES,
+                f"access denied to {where} ({operation}: {code or status}); check "
+                "the credentials and the bucket policy",
+            )
         message = error.get("Message") or str(err)
         return OSError(errno.EIO, f"S3 {operation} of {where} failed: {code or status}: {message}")
 
@@ -354,8 +385,8 @@ class S3Storage:
         base = self._dir(key)
         names: set[str] = set()
         for page in self._pages(Prefix=base, Delimiter="/"):
-            names.update(p["Prefix"][len(base):].rstrip("/") for p in page.get("CommonPrefixes", []))
-            names.update(o["Key"][len(base):] for o in page.get("Contents", []))
+            names.update(p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+            names.update(o["Key"][len(base) :] for o in page.get("Contents", []))
         return sorted(n for n in names if n)
 
     def walk(self, key: str = "") -> Iterator[tuple[str, int]]:
@@ -363,13 +394,16 @@ class S3Storage:
         base, root = self._dir(key), self._dir("")
         for page in self._pages(Prefix=base):
             for o in page.get("Contents", []):
-                yield o["Key"][len(root):], int(o["Size"])
+                yield o["Key"][len(root) :], int(o["Size"])
 
     def objects(self, key: str = "") -> dict[str, dict[str, Any]]:
         """Every object under ``key``: relative key -> ETag, LastModified and Size (for tests and tools)."""
         base, root = self._dir(key), self._dir("")
-        return {o["Key"][len(root):]: {"ETag": o["ETag"], "LastModified": o["LastModified"], "Size": o["Size"]}
-                for page in self._pages(Prefix=base) for o in page.get("Contents", [])}
+        return {
+            o["Key"][len(root) :]: {"ETag": o["ETag"], "LastModified": o["LastModified"], "Size": o["Size"]}
+            for page in self._pages(Prefix=base)
+            for o in page.get("Contents", [])
+        }
 
     def _pages(self, **kwargs) -> Iterator[dict]:
         token = None
@@ -447,13 +481,17 @@ class S3Storage:
     def _delete_keys(self, full_keys: list[str]) -> None:
         for i in range(0, len(full_keys), _DELETE_BATCH):
             batch = full_keys[i : i + _DELETE_BATCH]
-            response = self._call("delete_objects", None,
-                                  Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            response = self._call(
+                "delete_objects", None, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
             errors = response.get("Errors") or []
             if errors:
                 first = errors[0]
-                raise OSError(errno.EIO, f"could not delete {len(errors)} object(s) under {self.uri}, e.g. "
-                              f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}")
+                raise OSError(
+                    errno.EIO,
+                    f"could not delete {len(errors)} object(s) under {self.uri}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}",
+                )
 
     def check_writable(self) -> None:
         """Raise the ``OSError`` a write here would raise: PUT and DELETE a probe object."""
@@ -468,8 +506,9 @@ class S3Storage:
 
     # -- creating a store in one step -------------------------------------------------------
     @contextmanager
-    def creating(self, *, manifest_key: str, lock_key: str, timeout: float
-                 ) -> Iterator[tuple[S3Storage, Callable[[str, bytes], None]]]:
+    def creating(
+        self, *, manifest_key: str, lock_key: str, timeout: float
+    ) -> Iterator[tuple[S3Storage, Callable[[str, bytes], None]]]:
         """Create a store in place under the write lock; it exists once its manifest is written.
 
         Yields ``(self, publish)``.  Under the write lock of the prefix: a
@@ -487,18 +526,23 @@ class S3Storage:
         try:
             lock = self.lock(lock_key, timeout=timeout).__enter__()
         except StoreLockedError as err:
-            raise StoreExistsError(f"another process holds the write lock of {self.uri} (creating or writing a "
-                                   f"store there): {err}") from None
+            raise StoreExistsError(
+                f"another process holds the write lock of {self.uri} (creating or writing a store there): {err}"
+            ) from None
         published = False
         try:
             leftovers = [k for k, _ in self.walk() if k != lock_key]
             if manifest_key in leftovers:
-                raise StoreExistsError(f"{self.uri} already holds a methylzarr store; MethylStore.create never "
-                                       "overwrites. Open it with MethylStore.open, or choose a new prefix.")
+                raise StoreExistsError(
+                    f"{self.uri} already holds a methylzarr store; MethylStore.create never "
+                    "overwrites. Open it with MethylStore.open, or choose a new prefix."
+                )
             if leftovers and OWNER_FILE not in leftovers:
-                raise StoreExistsError(f"{self.uri} already holds {len(leftovers)} object(s) (e.g. {leftovers[0]}) "
-                                       "that are not a methylzarr store; MethylStore.create never overwrites. "
-                                       "Choose an empty prefix.")
+                raise StoreExistsError(
+                    f"{self.uri} already holds {len(leftovers)} object(s) (e.g. {leftovers[0]}) "
+                    "that are not a methylzarr store; MethylStore.create never overwrites. "
+                    "Choose an empty prefix."
+                )
             if leftovers:
                 log.warning("%s: removing %d object(s) of an interrupted create", self.uri, len(leftovers))
                 self.remove_keys(leftovers)
@@ -510,8 +554,9 @@ class S3Storage:
                 try:
                     self.write_atomic(key, data, if_absent=True)
                 except StoreConflictError:
-                    raise StoreExistsError(f"{self.uri} got a manifest while the store was being created; "
-                                           "nothing of this create is kept") from None
+                    raise StoreExistsError(
+                        f"{self.uri} got a manifest while the store was being created; nothing of this create is kept"
+                    ) from None
                 published = True
                 self.remove_keys([OWNER_FILE])
 
@@ -525,8 +570,14 @@ class S3Storage:
             finally:
                 lock.__exit__(None, None, None)
 
-    def reclaim_staging(self, *, dry_run: bool = False, manifest_key: str = "manifest.json",
-                        lock_key: str = "write.lock", timeout: float = 60.0) -> list[tuple[str, int]]:
+    def reclaim_staging(
+        self,
+        *,
+        dry_run: bool = False,
+        manifest_key: str = "manifest.json",
+        lock_key: str = "write.lock",
+        timeout: float = 60.0,
+    ) -> list[tuple[str, int]]:
         """Remove what an interrupted create left under this prefix (no manifest, the create marker).
 
         Taken under the write lock, so a running create is never disturbed.
@@ -573,8 +624,15 @@ class S3WriteLock(LeaseLock):
         self._acquired_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def _record(self) -> bytes:
-        return json.dumps({**process_identity(), "token": self.token, "lease_seconds": self.lease,
-                           "acquired_at": self._acquired_at, "beat": self._beats}).encode()
+        return json.dumps(
+            {
+                **process_identity(),
+                "token": self.token,
+                "lease_seconds": self.lease,
+                "acquired_at": self._acquired_at,
+                "beat": self._beats,
+            }
+        ).encode()
 
     def held(self) -> bool:
         """Whether the lock object still names this lock."""
@@ -636,8 +694,12 @@ class _CredentialProvider:
         from datetime import UTC, datetime, timedelta
 
         frozen = self.credentials.get_frozen_credentials()
-        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key, "token": frozen.token,
-                "expires_at": datetime.now(UTC) + timedelta(minutes=5)}
+        return {
+            "access_key_id": frozen.access_key,
+            "secret_access_key": frozen.secret_key,
+            "token": frozen.token,
+            "expires_at": datetime.now(UTC) + timedelta(minutes=5),
+        }
 
 
 def _server_age(response: dict) -> float:
@@ -649,4 +711,3 @@ def _server_age(response: dict) -> float:
     else:  # no Date header (unusual): fall back to our own clock
         now = time.time()
     return max(0.0, now - modified.timestamp())
-

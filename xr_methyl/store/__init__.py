@@ -155,16 +155,27 @@ class MethylStore:
             for name, dtype, fill in ((BETA, "float32", np.nan), (COVERAGE, coverage_dtype, 0)):
                 create_array(staged, name, len(axis), layout, dtype, fill, codecs[name.removesuffix(".zarr")])
             if layout.by_cpg_chunk:
-                create_array(staged, BETA_BY_CPG, len(axis), layout, "float32", np.nan, by_cpg_compressor(layout),
-                             chunks=(layout.sample_block, layout.by_cpg_chunk),
-                             shards=(layout.sample_block, layout.by_cpg_shard(len(axis))))
+                create_array(
+                    staged,
+                    BETA_BY_CPG,
+                    len(axis),
+                    layout,
+                    "float32",
+                    np.nan,
+                    by_cpg_compressor(layout),
+                    chunks=(layout.sample_block, layout.by_cpg_chunk),
+                    shards=(layout.sample_block, layout.by_cpg_shard(len(axis))),
+                )
             staged.write_json(BATCHES, {})
             staged.write_json(SAMPLES, {})
             staged.write_json(SAMPLE_IDS, [])
             publish(MANIFEST, json_bytes(manifest.to_json()))  # the create's commit
         log.info("created store %s with %d CpGs", storage.uri, len(axis))
-        store = cls(storage, manifest, open_axis(storage, manifest.axis_files, ids_sha256=manifest.cpg_ids_sha256,
-                                                 data=axis_files, check=False))
+        store = cls(
+            storage,
+            manifest,
+            open_axis(storage, manifest.axis_files, ids_sha256=manifest.cpg_ids_sha256, data=axis_files, check=False),
+        )
         store._axis_verified = True
         return store
 
@@ -265,8 +276,9 @@ class MethylStore:
         key = ARRAY_KEYS[name]
         try:
             # zarr_format=3: no look-ups of Zarr v2 metadata (one request each on S3)
-            arr = zarr.open_array(self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r",
-                                  zarr_format=3)
+            arr = zarr.open_array(
+                self.storage.zarr_store(key, read_only=not writable), mode="r+" if writable else "r", zarr_format=3
+            )
         except Exception as err:  # zarr raises several types for a missing or broken zarr.json
             raise CorruptStoreError(f"cannot open {self.storage.uri}/{key}: {err}") from err
         if arr.ndim != 2 or arr.shape[1] != self.n_cpgs or arr.shape[0] < self.commit.n_rows:
@@ -318,8 +330,9 @@ class MethylStore:
             keep = [sample_ids.index(s) for s in rows.sample_ids]
             if len(keep) < len(sample_ids):
                 beta, coverage = beta[keep], coverage[keep]
-            written = write_region(self.storage, rows.start, 0, beta, coverage, self.layout.sample_block,
-                                   by_cpg_spec(self))
+            written = write_region(
+                self.storage, rows.start, 0, beta, coverage, self.layout.sample_block, by_cpg_spec(self)
+            )
             pending.commit(rows, provenance=provenance, shards=written)
         return list(rows.sample_ids)
 
@@ -380,8 +393,14 @@ class MethylStore:
         return collect(self, warehouse=warehouse, dry_run=dry_run, lock_timeout=lock_timeout)
 
     @classmethod
-    def reclaim_create(cls, location, *, storage_options: Mapping[str, Any] | None = None, dry_run: bool = False,
-                       lock_timeout: float = 60.0) -> GcReport:
+    def reclaim_create(
+        cls,
+        location,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        lock_timeout: float = 60.0,
+    ) -> GcReport:
         """Remove what an interrupted create of ``location`` left, when no store opens there.
 
         See :func:`xr_methyl.store.gc.reclaim_create`.
@@ -411,8 +430,10 @@ class MethylStore:
             "warehouse": self.manifest.warehouse,
             "created_at": self.manifest.created_at,
             "warehouse_cost": self.cost(),
-            "bytes": {**{name: self.storage.size(ARRAY_KEYS[name]) for name in self.array_names},
-                      "total": self.storage.size()},
+            "bytes": {
+                **{name: self.storage.size(ARRAY_KEYS[name]) for name in self.array_names},
+                "total": self.storage.size(),
+            },
         }
 
 
@@ -421,11 +442,20 @@ def _refuse_existing(storage: Storage) -> None:
     if kind == "missing":
         return
     # On S3 what an interrupted create left (its marker), or a lock alone, is cleared by the create.
-    if (kind == "dir" and not storage.is_local and not storage.exists(MANIFEST)
-            and (storage.exists(OWNER_FILE) or set(storage.list_dir("")) <= {LOCK})):
+    if (
+        kind == "dir"
+        and not storage.is_local
+        and not storage.exists(MANIFEST)
+        and (storage.exists(OWNER_FILE) or set(storage.list_dir("")) <= {LOCK})
+    ):
         return
-    what = ("a methylzarr store" if kind == "dir" and storage.exists(MANIFEST)
-            else "a file" if kind == "file" else "something")
+    what = (
+        "a methylzarr store"
+        if kind == "dir" and storage.exists(MANIFEST)
+        else "a file"
+        if kind == "file"
+        else "something"
+    )
     raise StoreExistsError(
         f"{storage.uri} already holds {what}; MethylStore.create never overwrites. "
         "Open it with MethylStore.open, or choose a new path."
@@ -436,16 +466,21 @@ def _not_a_store(storage: Storage) -> StoreNotFoundError:
     """Why there is no manifest at ``storage``: nothing there, a file, or something else."""
     kind = storage.kind()
     if kind == "missing":
-        return StoreNotFoundError(f"no methylzarr store at {storage.uri}; create one with "
-                                  f"MethylStore.create({storage.uri!r}, warehouse=...) (its CpG axis comes from the "
-                                  "warehouse's cpgs table, or give cpg_ids=)", location=storage.uri)
+        return StoreNotFoundError(
+            f"no methylzarr store at {storage.uri}; create one with "
+            f"MethylStore.create({storage.uri!r}, warehouse=...) (its CpG axis comes from the "
+            "warehouse's cpgs table, or give cpg_ids=)",
+            location=storage.uri,
+        )
     if kind == "file":
         what = "a directory" if storage.is_local else "a prefix holding objects"
         return StoreNotFoundError(f"{storage.uri} is a file, not a methylzarr store ({what})")
     hint = ""
     if storage.exists(OWNER_FILE):
-        hint = (" It holds what an interrupted create left: `xr-methyl gc STORE` (MethylStore.reclaim_create) "
-                "or a new MethylStore.create clears it.")
+        hint = (
+            " It holds what an interrupted create left: `xr-methyl gc STORE` (MethylStore.reclaim_create) "
+            "or a new MethylStore.create clears it."
+        )
     return StoreNotFoundError(f"{storage.uri} has no {MANIFEST}: it is not a methylzarr store.{hint}")
 
 
@@ -453,5 +488,6 @@ def _check_ids(storage: Storage, manifest: Manifest, axis: CpgAxis) -> None:
     """Refuse an axis read into memory whose ids differ from the manifest's ``cpg_ids_sha256``."""
     digest = axis.sha256
     if digest != manifest.cpg_ids_sha256:
-        raise CorruptStoreError(f"{mismatch(storage.uri, CPG_IDS, 'ids', digest, manifest.cpg_ids_sha256)}. "
-                                f"{NEVER_CHANGE}")
+        raise CorruptStoreError(
+            f"{mismatch(storage.uri, CPG_IDS, 'ids', digest, manifest.cpg_ids_sha256)}. {NEVER_CHANGE}"
+        )

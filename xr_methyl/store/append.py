@@ -57,8 +57,15 @@ class RowRange:
         return write_region(self.storage, self.start + row, col, beta, coverage, self.block, self.by_cpg)
 
 
-def write_region(storage: Storage, start: int, col: int, beta: np.ndarray, coverage: np.ndarray,
-                 block: int, by_cpg: tuple[int, int, str, bool] | None = None) -> dict[str, dict | None]:
+def write_region(
+    storage: Storage,
+    start: int,
+    col: int,
+    beta: np.ndarray,
+    coverage: np.ndarray,
+    block: int,
+    by_cpg: tuple[int, int, str, bool] | None = None,
+) -> dict[str, dict | None]:
     """Write rows ``start:`` x columns ``col:`` of the arrays, one sample block per write, padding the last.
 
     Returns each shard object written, by store key: its size and sha256 (None
@@ -85,8 +92,15 @@ def write_region(storage: Storage, start: int, col: int, beta: np.ndarray, cover
     return written
 
 
-def write_by_cpg(storage: Storage, start: int, col: int, beta: np.ndarray, block: int,
-                 by_cpg: tuple[int, int, str, bool], written: dict[str, dict | None]) -> None:
+def write_by_cpg(
+    storage: Storage,
+    start: int,
+    col: int,
+    beta: np.ndarray,
+    block: int,
+    by_cpg: tuple[int, int, str, bool],
+    written: dict[str, dict | None],
+) -> None:
     """Write the CpG-major copy of ``beta`` at rows ``start:`` x columns ``col:``: whole new shards.
 
     zarr-python spends tens of microseconds on each inner chunk it writes, and
@@ -139,8 +153,15 @@ def recording_store(store, prefix: str, written: dict[str, dict | None]):
     return watched_store(store, after_set=note_set, after_delete=note_delete)
 
 
-def check_block(batch_id: str, sample_ids: list[str], beta: np.ndarray, coverage: np.ndarray, *, n_cpgs: int,
-                coverage_dtype: np.dtype) -> None:
+def check_block(
+    batch_id: str,
+    sample_ids: list[str],
+    beta: np.ndarray,
+    coverage: np.ndarray,
+    *,
+    n_cpgs: int,
+    coverage_dtype: np.dtype,
+) -> None:
     """Refuse a block that :meth:`MethylStore.append <xr_methyl.store.MethylStore.append>` cannot take, saying why."""
     if not isinstance(batch_id, str) or not batch_id:
         raise DataError(f"batch id {batch_id!r}: expected a non-empty string")

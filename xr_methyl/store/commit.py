@@ -91,13 +91,16 @@ def read_commit(storage: Storage, sample_block: int, *, for_write: bool = False)
     batches_doc = read_json(storage, BATCHES, dict, tags=tags)
     for batch, members in batches_doc.items():
         if not (isinstance(members, list) and all(isinstance(s, str) for s in members)):
-            raise CorruptStoreError(f"{storage.uri}/{BATCHES}: batch {batch!r} holds {repr(members)[:60]}, "
-                                    "expected a list of sample ids")
+            raise CorruptStoreError(
+                f"{storage.uri}/{BATCHES}: batch {batch!r} holds {repr(members)[:60]}, expected a list of sample ids"
+            )
     samples_doc = read_json(storage, SAMPLES, dict, tags=tags)
     for sample, meta in samples_doc.items():
         if not isinstance(meta, dict):
-            raise CorruptStoreError(f"{storage.uri}/{SAMPLES}: sample {sample!r} holds {repr(meta)[:60]}, "
-                                    "expected an object of its metadata")
+            raise CorruptStoreError(
+                f"{storage.uri}/{SAMPLES}: sample {sample!r} holds {repr(meta)[:60]}, "
+                "expected an object of its metadata"
+            )
     if for_write:
         try:
             tags[PROVENANCE] = storage.read_tagged(PROVENANCE)[1]
@@ -145,12 +148,22 @@ def appending(
             for batch_id, members in batches:
                 kept = [s for s in dict.fromkeys(members) if s not in taken]
                 if len(kept) < len(members):
-                    log.info("batch %s: %d sample(s) were committed meanwhile", batch_id,
-                             len(members) - len(kept))
+                    log.info("batch %s: %d sample(s) were committed meanwhile", batch_id, len(members) - len(kept))
                 taken.update(kept)
                 n_rows = round_up(len(kept), store.layout.sample_block)
-                ranges.append(RowRange(store.storage, batch_id, tuple(kept), start, n_rows, store.n_cpgs,
-                                       store.layout.sample_block, store.layout.cpg_shard, by_cpg))
+                ranges.append(
+                    RowRange(
+                        store.storage,
+                        batch_id,
+                        tuple(kept),
+                        start,
+                        n_rows,
+                        store.n_cpgs,
+                        store.layout.sample_block,
+                        store.layout.cpg_shard,
+                        by_cpg,
+                    )
+                )
                 start += n_rows
             reclaim(store, commit)
             reserve_rows(store, commit.n_rows, start - commit.n_rows)
@@ -159,8 +172,9 @@ def appending(
         if isinstance(err, MethylError):
             raise
         what = ", ".join(repr(b) for b, _ in batches[:3]) + (" ..." if len(batches) > 3 else "")
-        raise StoreWriteError(write_failure(store.storage.uri, f"appending batch {what}", err, before),
-                              errno=err.errno) from err
+        raise StoreWriteError(
+            write_failure(store.storage.uri, f"appending batch {what}", err, before), errno=err.errno
+        ) from err
 
 
 def reserve_rows(store: MethylStore, start: int, n_rows: int) -> None:
@@ -181,8 +195,13 @@ class PendingAppend:
         self.metadata = metadata
         self.lock = lock
 
-    def commit(self, rows: RowRange, *, provenance: Mapping[str, Any] | None = None,
-               shards: Mapping[str, dict | None] | None = None) -> None:
+    def commit(
+        self,
+        rows: RowRange,
+        *,
+        provenance: Mapping[str, Any] | None = None,
+        shards: Mapping[str, dict | None] | None = None,
+    ) -> None:
         """Commit a written range; ranges must be committed in the order they were reserved.
 
         ``provenance`` (JSON-able: the warehouse queries behind the batch) is
@@ -205,8 +224,10 @@ def commit_rows(
     """Commit one reserved, written range: block records and write-ahead sidecars, then sample_ids.json."""
     commit = store.commit
     if commit.n_rows != rows.start:
-        raise StoreError(f"batch {rows.batch_id!r} starts at row {rows.start}, but {commit.n_rows} rows are "
-                         "committed: commit reserved batches in order")
+        raise StoreError(
+            f"batch {rows.batch_id!r} starts at row {rows.start}, but {commit.n_rows} rows are "
+            "committed: commit reserved batches in order"
+        )
     sample_ids = list(rows.sample_ids)
     record_blocks(store, rows.start, rows.n_rows, shards)
     # Write-ahead sidecars: ignored by readers until sample_ids.json lists the samples.
@@ -248,8 +269,7 @@ def write_control(storage: Storage, key: str, value: Any, commit: Commit) -> Non
     storage.write_json(key, value, if_match=tag, if_absent=tag is None)
 
 
-def record_blocks(store: MethylStore, start: int, n_rows: int,
-                  shards: Mapping[str, dict | None] | None = None) -> None:
+def record_blocks(store: MethylStore, start: int, n_rows: int, shards: Mapping[str, dict | None] | None = None) -> None:
     """Write ``blocks/<i>.json`` for each new block: the shard objects it holds, with sizes and sha256.
 
     Written ahead of the commit, like the other sidecars; ``verify`` uses
@@ -295,8 +315,10 @@ def read_provenance(storage: Storage) -> dict[str, list[dict[str, Any]]]:
     doc = read_json(storage, PROVENANCE, dict)
 
     def refuse(batch: str, what: str) -> CorruptStoreError:
-        return CorruptStoreError(f"{storage.uri}/{PROVENANCE}: batch {batch!r}: {what}; the file is damaged "
-                                 "(it only records what ingests cost: restore it from a copy of the store)")
+        return CorruptStoreError(
+            f"{storage.uri}/{PROVENANCE}: batch {batch!r}: {what}; the file is damaged "
+            "(it only records what ingests cost: restore it from a copy of the store)"
+        )
 
     for batch, entries in doc.items():
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -324,12 +346,16 @@ def write_failure(uri: str, doing: str, err: OSError, n_committed: int) -> str:
     if err.errno == errnos.ENOSPC:
         fix = "free disk space, then re-run the same ensure (xr-methyl gc STORE reclaims what this attempt left)"
     elif err.errno in (errnos.EACCES, errnos.EPERM, errnos.EROFS):
-        fix = ("the store is read-only or not writable by this user: cached samples can still be read; "
-               "ingesting new ones needs write access")
+        fix = (
+            "the store is read-only or not writable by this user: cached samples can still be read; "
+            "ingesting new ones needs write access"
+        )
     else:
         fix = "fix the cause, then re-run the same ensure"
-    return (f"could not write to the store {uri} while {doing}: {reason}{where}. The store keeps its last "
-            f"commit ({n_committed} sample(s)); {fix}.")
+    return (
+        f"could not write to the store {uri} while {doing}: {reason}{where}. The store keeps its last "
+        f"commit ({n_committed} sample(s)); {fix}."
+    )
 
 
 def round_up(n: int, block: int) -> int:

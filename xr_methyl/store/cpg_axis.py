@@ -153,8 +153,9 @@ class CpgAxis:
             raise KeyError(f"no CpG on chromosome {chrom!r}; the axis has {', '.join(names[:30])}")
         code = names.index(chrom)
         keys = self._table("locus_keys")
-        lo, hi = np.searchsorted(keys, [(code << LOCUS_SHIFT) + max(int(start), 0),
-                                        (code << LOCUS_SHIFT) + max(int(end), 0)])
+        lo, hi = np.searchsorted(
+            keys, [(code << LOCUS_SHIFT) + max(int(start), 0), (code << LOCUS_SHIFT) + max(int(end), 0)]
+        )
         order = self._table("locus_order")
         if order is None:
             return slice(int(lo), int(hi))
@@ -207,16 +208,24 @@ class CpgAxis:
         """The ``cpg_index/`` files of format 2: loci and the look-up tables."""
         files = {"sorted_ids.npy": self._table("sorted_ids"), "sorted_order.npy": self._table("sorted_order")}
         if self.has_loci:
-            files.update({"chrom.npy": self.chrom_codes, "chrom_names.npy": self.chrom_names, "pos.npy": self.pos,
-                          "locus_keys.npy": self._table("locus_keys")})
+            files.update(
+                {
+                    "chrom.npy": self.chrom_codes,
+                    "chrom_names.npy": self.chrom_names,
+                    "pos.npy": self.pos,
+                    "locus_keys.npy": self._table("locus_keys"),
+                }
+            )
             if self._table("locus_order") is not None:
                 files["locus_order.npy"] = self._table("locus_order")
         return {name: _npy_bytes(array) for name, array in files.items()}
 
     def axis_files(self) -> dict[str, bytes]:
         """Every file of the axis of a format 2 store, by its key in the store."""
-        return {"cpg_ids.npy": self.ids_bytes(),
-                **{f"{INDEX_DIR}/{name}": data for name, data in self.index_files().items()}}
+        return {
+            "cpg_ids.npy": self.ids_bytes(),
+            **{f"{INDEX_DIR}/{name}": data for name, data in self.index_files().items()},
+        }
 
     @classmethod
     def open(cls, directory: str | os.PathLike, *, remote: RemoteAxis | None = None) -> CpgAxis:
@@ -234,20 +243,23 @@ class CpgAxis:
     @classmethod
     def from_files(cls, files: Mapping[str, bytes], *, remote: RemoteAxis | None = None) -> CpgAxis:
         """The axis of a format 2 store from the bytes of its files (keys as in :meth:`axis_files`), in memory."""
+
         def load(key: str, mmap: bool = True):
             return np.load(io.BytesIO(files[key]), allow_pickle=False) if key in files else None
 
         return cls._load(load, where="the store", source=None, remote=remote)
 
     @classmethod
-    def _load(cls, load: Callable[..., np.ndarray | None], *, where: str, source: str | None,
-              remote: RemoteAxis | None) -> CpgAxis:
+    def _load(
+        cls, load: Callable[..., np.ndarray | None], *, where: str, source: str | None, remote: RemoteAxis | None
+    ) -> CpgAxis:
         def read(key: str, mmap: bool = True, *, required: bool = True) -> np.ndarray | None:
             try:
                 array = load(key, mmap)
             except (ValueError, OSError, EOFError) as err:  # truncated, garbage, not a .npy file
-                raise CorruptStoreError(f"{where}/{key} cannot be read as a numpy array ({err}); the store's CpG "
-                                        "axis file is damaged") from err
+                raise CorruptStoreError(
+                    f"{where}/{key} cannot be read as a numpy array ({err}); the store's CpG axis file is damaged"
+                ) from err
             if array is None and required:
                 raise CorruptStoreError(f"{where}/{key} is missing; the store's CpG axis is incomplete")
             return array
@@ -266,8 +278,9 @@ class CpgAxis:
         )
         axis._tables.update(sorted_ids=read(f"{index}/sorted_ids.npy"), sorted_order=read(f"{index}/sorted_order.npy"))
         if has_loci:
-            axis._tables.update(locus_keys=read(f"{index}/locus_keys.npy"),
-                                locus_order=read(f"{index}/locus_order.npy", required=False))
+            axis._tables.update(
+                locus_keys=read(f"{index}/locus_keys.npy"), locus_order=read(f"{index}/locus_order.npy", required=False)
+            )
         for name, table in axis._tables.items():
             if table is not None and len(table) != len(ids):
                 raise CorruptStoreError(
@@ -291,8 +304,9 @@ class RemoteAxis:
     files: tuple[tuple[str, str], ...]
 
 
-def open_axis(storage, files: Mapping[str, str], *, ids_sha256: str, data: Mapping[str, bytes] | None = None,
-              check: bool = True) -> CpgAxis:
+def open_axis(
+    storage, files: Mapping[str, str], *, ids_sha256: str, data: Mapping[str, bytes] | None = None, check: bool = True
+) -> CpgAxis:
     """The CpG axis of a store, checked against the manifest unless ``check`` is false.
 
     ``files``: the sha256 of each axis file, as the manifest records them
@@ -308,8 +322,11 @@ def open_axis(storage, files: Mapping[str, str], *, ids_sha256: str, data: Mappi
             # Created before per-file hashes were recorded: the ids are checked against cpg_ids_sha256;
             # verify checks the look-up tables against the ids.
             return open_checked(storage.root, {"cpg_ids.npy": ("ids", ids_sha256)}, where=storage.uri)
-        unrecorded = [name for name in INDEX_FILES
-                      if f"{INDEX_DIR}/{name}" not in files and (storage.root / INDEX_DIR / name).exists()]
+        unrecorded = [
+            name
+            for name in INDEX_FILES
+            if f"{INDEX_DIR}/{name}" not in files and (storage.root / INDEX_DIR / name).exists()
+        ]
         if unrecorded:
             raise CorruptStoreError(
                 f"{storage.uri}/{INDEX_DIR}/{unrecorded[0]} is not one of the CpG axis files the store was created "
@@ -348,9 +365,7 @@ def axis_from(cpg_ids, warehouse) -> CpgAxis:
     where = pc.index_in(wanted, value_set=table.column("cpg_id").combine_chunks().cast(pa.string()))
     if where.null_count:
         unknown = wanted.filter(pc.is_null(where))
-        raise DataError(
-            f"{len(unknown)} cpg_id(s) are not in the warehouse's cpgs table, e.g. {unknown[0].as_py()!r}"
-        )
+        raise DataError(f"{len(unknown)} cpg_id(s) are not in the warehouse's cpgs table, e.g. {unknown[0].as_py()!r}")
     return CpgAxis.from_table(table.take(where))
 
 
@@ -383,8 +398,12 @@ def open_remote(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] 
     if (target / "cpg_ids.npy").exists():
         # Checked like a local store's files: a copy damaged since it was downloaded is fetched again.
         try:
-            return open_checked(target, {name: ("file", digest) for name, digest in files.items()},
-                                where=f"the local copy {target} of the CpG axis of {storage.uri}", remote=remote)
+            return open_checked(
+                target,
+                {name: ("file", digest) for name, digest in files.items()},
+                where=f"the local copy {target} of the CpG axis of {storage.uri}",
+                remote=remote,
+            )
         except CorruptStoreError as err:
             log.warning("%s; downloading it again", err)
             _discard(target)
@@ -393,8 +412,7 @@ def open_remote(storage, files: Mapping[str, str], *, data: Mapping[str, bytes] 
     except CorruptStoreError:
         raise
     except OSError as err:  # a read-only or full home: read into memory instead
-        log.warning("cannot cache the CpG axis of %s under %s (%s); reading it into memory", storage.uri, root,
-                    err)
+        log.warning("cannot cache the CpG axis of %s under %s (%s); reading it into memory", storage.uri, root, err)
         return CpgAxis.from_files(_fetch(storage, files, data), remote=remote)
     return CpgAxis.open(target, remote=remote)  # every file was hashed as it was written
 
@@ -414,8 +432,10 @@ def _fetch(storage, files: Mapping[str, str], data: Mapping[str, bytes] | None) 
     for name, digest in files.items():
         out[name] = data[name] if data and name in data else storage.read_bytes(name)
         if hashlib.sha256(out[name]).hexdigest() != digest:
-            raise CorruptStoreError(f"{storage.uri}/{name} does not match the sha256 the manifest records; "
-                                    "the CpG axis of a store must never change")
+            raise CorruptStoreError(
+                f"{storage.uri}/{name} does not match the sha256 the manifest records; "
+                "the CpG axis of a store must never change"
+            )
     return out
 
 
@@ -434,8 +454,10 @@ def _fill_cache(storage, files: dict[str, str], root: Path, target: Path, data: 
             else:
                 got = storage.download(name, path)
             if got != digest:
-                raise CorruptStoreError(f"{storage.uri}/{name} does not match the sha256 the manifest records; "
-                                        "the CpG axis of a store must never change")
+                raise CorruptStoreError(
+                    f"{storage.uri}/{name} does not match the sha256 the manifest records; "
+                    "the CpG axis of a store must never change"
+                )
         try:
             os.rename(tmp, target)
         except OSError:
@@ -447,16 +469,25 @@ def _fill_cache(storage, files: dict[str, str], root: Path, target: Path, data: 
 
 # -- checking axis files against the manifest -----------------------------------------------
 #: Files of ``cpg_index/`` that :meth:`CpgAxis.open` reads when they are there.
-INDEX_FILES = ("chrom.npy", "chrom_names.npy", "pos.npy", "sorted_ids.npy", "sorted_order.npy", "locus_keys.npy",
-               "locus_order.npy")
+INDEX_FILES = (
+    "chrom.npy",
+    "chrom_names.npy",
+    "pos.npy",
+    "sorted_ids.npy",
+    "sorted_order.npy",
+    "locus_keys.npy",
+    "locus_order.npy",
+)
 #: A file changed less than this many seconds before it was checked is not remembered as checked: file
 #: timestamps tick coarsely (milliseconds on a local disk, more on network file systems), so a second change
 #: within the same tick could leave the file's identity as it was.
 SETTLE_SECONDS = 2.0
 
 #: What to do about an axis file that differs from the manifest's record.
-NEVER_CHANGE = ("The CpG axis of a store must never change: put the original file back (from a copy of the store) "
-                "or create a new store")
+NEVER_CHANGE = (
+    "The CpG axis of a store must never change: put the original file back (from a copy of the store) "
+    "or create a new store"
+)
 #: What a file must hash to: ``("file", sha256 of its bytes)``, or ``("ids", CpgAxis.sha256 of the array it
 #: holds)`` for the ids of stores whose manifest predates per-file hashes.
 Expected = tuple[str, str]
@@ -469,8 +500,9 @@ def _identity(path: str | os.PathLike) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def open_checked(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str,
-                 remote: RemoteAxis | None = None) -> CpgAxis:
+def open_checked(
+    root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str, remote: RemoteAxis | None = None
+) -> CpgAxis:
     """Memory-map the axis under ``root`` after checking its files against ``expected`` (see :func:`check_files`).
 
     The files are stat'ed again once mapped: a file replaced between the check
@@ -481,8 +513,10 @@ def open_checked(root: str | os.PathLike, expected: Mapping[str, Expected], *, w
         axis = CpgAxis.open(root, remote=remote)
         if _identities(Path(root), expected, where) == checked:
             return axis
-    raise CorruptStoreError(f"{where}: the CpG axis files kept changing while the store was opened; open it again "
-                            "once nothing writes to them")
+    raise CorruptStoreError(
+        f"{where}: the CpG axis files kept changing while the store was opened; open it again "
+        "once nothing writes to them"
+    )
 
 
 def check_files(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str) -> dict[str, Identity]:
@@ -513,8 +547,13 @@ def check_files(root: str | os.PathLike, expected: Mapping[str, Expected], *, wh
     return seen
 
 
-def hash_problems(root: str | os.PathLike, expected: Mapping[str, Expected], *, where: str,
-                  identities: Mapping[str, Identity] | None = None) -> list[str]:
+def hash_problems(
+    root: str | os.PathLike,
+    expected: Mapping[str, Expected],
+    *,
+    where: str,
+    identities: Mapping[str, Identity] | None = None,
+) -> list[str]:
     """Hash every file under ``root`` named in ``expected``; return what is missing or differs (empty: all right).
 
     When all are right and none changed while being read, their identities
@@ -546,8 +585,10 @@ def hash_problems(root: str | os.PathLike, expected: Mapping[str, Expected], *, 
 def mismatch(where: str, key: str, kind: str, got: str, digest: str) -> str:
     """What to say of an axis file whose hash (``got``) is not the one the manifest records."""
     what = "the ids it holds differ from" if kind == "ids" else "it differs from"
-    return (f"{where}/{key}: {what} what the store was created with (sha256 {got[:12]}... where manifest.json "
-            f"records {digest[:12]}...)")
+    return (
+        f"{where}/{key}: {what} what the store was created with (sha256 {got[:12]}... where manifest.json "
+        f"records {digest[:12]}...)"
+    )
 
 
 def _identities(root: Path, expected: Mapping[str, Expected], where: str) -> dict[str, Identity]:
@@ -579,8 +620,12 @@ def _remember(record: Path, where: str) -> None:
     except OSError as err:  # a read-only home: every open checks the files again
         if not _cannot_remember_warned:
             _cannot_remember_warned = True
-            log.warning("cannot note under %s that the CpG axis of %s was checked (%s); every open will hash it "
-                        "again", record.parent, where, err)
+            log.warning(
+                "cannot note under %s that the CpG axis of %s was checked (%s); every open will hash it again",
+                record.parent,
+                where,
+                err,
+            )
 
 
 def _file_sha256(path: Path) -> str:

@@ -146,8 +146,9 @@ def collect(store: MethylStore, *, warehouse=None, dry_run: bool = False, lock_t
     return report
 
 
-def reclaim_create(location, *, storage_options: Mapping[str, Any] | None = None, dry_run: bool = False,
-                   lock_timeout: float = 60.0) -> GcReport:
+def reclaim_create(
+    location, *, storage_options: Mapping[str, Any] | None = None, dry_run: bool = False, lock_timeout: float = 60.0
+) -> GcReport:
     """Remove what an interrupted create of ``location`` left, when no store opens there.
 
     Locally: hidden staging siblings whose creator is gone.  On S3: the

@@ -65,7 +65,6 @@ def fill_missing(table: str, values: np.ndarray) -> np.ndarray:
     return np.where(missing, FILL[table], values) if missing.any() else values
 
 
-
 @dataclass(frozen=True)
 class Layout:
     """Chunk and shard shapes shared by both arrays.
@@ -106,8 +105,10 @@ class Layout:
                 raise ValueError(f"layout {name}={value!r}: expected a positive integer")
         by_cpg = self.by_cpg_chunk
         if not isinstance(by_cpg, int) or isinstance(by_cpg, bool) or by_cpg < 0:
-            raise ValueError(f"layout by_cpg_chunk={by_cpg!r}: expected 0 (no CpG-major copy of beta) or a "
-                             "positive integer (its inner chunks' width in CpGs, e.g. 64)")
+            raise ValueError(
+                f"layout by_cpg_chunk={by_cpg!r}: expected 0 (no CpG-major copy of beta) or a "
+                "positive integer (its inner chunks' width in CpGs, e.g. 64)"
+            )
         if self.by_cpg_codec not in CODECS:
             raise ValueError(f"layout by_cpg_codec={self.by_cpg_codec!r}: expected one of {', '.join(CODECS)}")
         if self.sample_block % self.chunk_rows:
@@ -119,8 +120,10 @@ class Layout:
         if cpg_shard % cpg_chunk:
             raise ValueError(f"layout cpg_shard={self.cpg_shard} must be a multiple of cpg_chunk={self.cpg_chunk}")
         if by_cpg and cpg_shard < n_cpgs and cpg_shard % by_cpg:
-            raise ValueError(f"layout by_cpg_chunk={by_cpg} must divide cpg_shard={cpg_shard} (the CpG-major copy "
-                             "shares beta's shards), e.g. 64")
+            raise ValueError(
+                f"layout by_cpg_chunk={by_cpg} must divide cpg_shard={cpg_shard} (the CpG-major copy "
+                "shares beta's shards), e.g. 64"
+            )
         return replace(self, cpg_chunk=cpg_chunk, cpg_shard=cpg_shard)
 
     def by_cpg_shard(self, n_cpgs: int) -> int:
@@ -143,8 +146,14 @@ class Layout:
     def from_json(cls, doc: Mapping[str, Any]) -> Layout:
         (chunk_rows, cpg_chunk), (sample_block, cpg_shard) = doc["chunk_shape"], doc["shard_shape"]
         by_cpg = doc.get("by_cpg") or {}
-        return cls(int(sample_block), int(chunk_rows), int(cpg_chunk), int(cpg_shard),
-                   int(by_cpg.get("chunk", 0)), str(by_cpg.get("codec", "zstd")))
+        return cls(
+            int(sample_block),
+            int(chunk_rows),
+            int(cpg_chunk),
+            int(cpg_shard),
+            int(by_cpg.get("chunk", 0)),
+            str(by_cpg.get("codec", "zstd")),
+        )
 
 
 @dataclass(frozen=True)
@@ -198,8 +207,10 @@ class Manifest:
 
         def bad(name: str, expected: str) -> CorruptStoreError:
             shown = repr(doc[name])[:80] if name in doc else "missing"
-            return CorruptStoreError(f"{where}: {name} is {shown}, expected {expected}; the manifest is damaged "
-                                     "(restore it from a copy of the store)")
+            return CorruptStoreError(
+                f"{where}: {name} is {shown}, expected {expected}; the manifest is damaged "
+                "(restore it from a copy of the store)"
+            )
 
         n_cpgs = doc.get("n_cpgs")
         if not isinstance(n_cpgs, int) or isinstance(n_cpgs, bool) or n_cpgs < 1:
@@ -208,8 +219,11 @@ class Manifest:
         if not (isinstance(digest, str) and len(digest) == 64):
             raise bad("cpg_ids_sha256", "the sha256 of the CpG ids (64 hex digits)")
         files = doc.get("axis_files")
-        if files is not None and not (isinstance(files, dict) and CPG_IDS in files
-                                      and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        if files is not None and not (
+            isinstance(files, dict)
+            and CPG_IDS in files
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+        ):
             raise bad("axis_files", f"the sha256 of each CpG axis file, {CPG_IDS} included")
         if not isinstance(doc.get("has_loci", False), bool):
             raise bad("has_loci", "true or false")
@@ -223,15 +237,23 @@ class Manifest:
             raise bad("layout", f"chunk_shape, shard_shape and sample_block of whole chunks ({err})") from None
         if not isinstance(doc.get("warehouse"), (str, type(None))):
             raise bad("warehouse", "the URI of the warehouse, or null")
-        return cls(n_cpgs=n_cpgs, cpg_ids_sha256=digest, layout=layout, coverage_dtype=doc["coverage_dtype"],
-                   axis_files=dict(files or {}), has_loci=doc.get("has_loci", False),
-                   compression=dict(doc.get("compression") or {}), created_at=doc.get("created_at"),
-                   warehouse=doc.get("warehouse"), format_version=version)
+        return cls(
+            n_cpgs=n_cpgs,
+            cpg_ids_sha256=digest,
+            layout=layout,
+            coverage_dtype=doc["coverage_dtype"],
+            axis_files=dict(files or {}),
+            has_loci=doc.get("has_loci", False),
+            compression=dict(doc.get("compression") or {}),
+            created_at=doc.get("created_at"),
+            warehouse=doc.get("warehouse"),
+            format_version=version,
+        )
+
 
 def block_record_key(block: int) -> str:
     """Key of the shard record of one block (see :func:`xr_methyl.store.commit.record_blocks`)."""
     return f"{BLOCKS}/{block:08d}.json"
-
 
 
 def read_json(storage: Storage, key: str, kind: type, *, tags: dict[str, str | None] | None = None):
@@ -246,7 +268,6 @@ def read_json(storage: Storage, key: str, kind: type, *, tags: dict[str, str | N
     return parse_json(storage, key, raw, kind)
 
 
-
 def parse_json(storage: Storage, key: str, raw: bytes, kind: type):
     try:
         value = json.loads(raw)
@@ -255,7 +276,6 @@ def parse_json(storage: Storage, key: str, raw: bytes, kind: type):
     if not isinstance(value, kind):
         raise CorruptStoreError(f"{storage.uri}/{key} holds a {type(value).__name__}, expected a {kind.__name__}")
     return value
-
 
 
 def compressors(coverage_dtype: str) -> dict[str, list]:
@@ -269,8 +289,10 @@ def compressors(coverage_dtype: str) -> dict[str, list]:
 
     return {
         "beta": [ZstdCodec(level=3), Crc32cCodec()],
-        "coverage": [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
-                     Crc32cCodec()],
+        "coverage": [
+            BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=np.dtype(coverage_dtype).itemsize),
+            Crc32cCodec(),
+        ],
     }
 
 
@@ -289,8 +311,18 @@ def has_chunk_checksum(array) -> bool:
     return bool(inner) and isinstance(inner[-1], Crc32cCodec)
 
 
-def create_array(storage: Storage, key: str, n_cpgs: int, layout: Layout, dtype, fill, compressors: list, *,
-                  chunks: tuple[int, int] | None = None, shards: tuple[int, int] | None = None) -> None:
+def create_array(
+    storage: Storage,
+    key: str,
+    n_cpgs: int,
+    layout: Layout,
+    dtype,
+    fill,
+    compressors: list,
+    *,
+    chunks: tuple[int, int] | None = None,
+    shards: tuple[int, int] | None = None,
+) -> None:
     import zarr
 
     zarr.create_array(

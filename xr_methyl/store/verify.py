@@ -62,8 +62,9 @@ class VerifyReport:
         return f"NOT healthy: {self.path}: {len(self.problems)} problem(s); first: {self.problems[0]}"
 
 
-def verify_store(store, *, warehouse=None, cells: int = 0, seed: int | None = None,
-                 storage_options: dict | None = None) -> VerifyReport:
+def verify_store(
+    store, *, warehouse=None, cells: int = 0, seed: int | None = None, storage_options: dict | None = None
+) -> VerifyReport:
     """Check a store (a :class:`~xr_methyl.MethylStore` or a path) and report every problem.
 
     Parameters
@@ -139,10 +140,14 @@ def _check_axis(store, report: VerifyReport) -> None:
                 report.problems.append(mismatch(storage.uri, key, kind, got, digest))
     loci = f"{INDEX_DIR}/chrom.npy and pos.npy"
     if axis.has_loci and not (len(axis.pos) == len(axis.chrom_codes) == len(axis)):
-        report.problems.append(f"{loci} hold {len(axis.chrom_codes)} chromosomes and {len(axis.pos)} positions "
-                               f"for {len(axis)} CpGs")
-    elif axis.has_loci and len(axis.chrom_codes) and not 0 <= int(axis.chrom_codes.min()) <= int(
-            axis.chrom_codes.max()) < len(axis.chrom_names):
+        report.problems.append(
+            f"{loci} hold {len(axis.chrom_codes)} chromosomes and {len(axis.pos)} positions for {len(axis)} CpGs"
+        )
+    elif (
+        axis.has_loci
+        and len(axis.chrom_codes)
+        and not 0 <= int(axis.chrom_codes.min()) <= int(axis.chrom_codes.max()) < len(axis.chrom_names)
+    ):
         report.problems.append(f"{loci} refer to a chromosome that the names do not list")
     report.checked["cpgs"] = len(axis)
 
@@ -193,16 +198,22 @@ def _check_sidecars(store, report: VerifyReport) -> None:
             continue
         where = member_of.get(s, [])
         if len(where) != 1:
-            report.problems.append(f"committed sample {s!r} is listed in {len(where)} batches of "
-                                   f"ingested_batches.json ({where}); expected exactly one")
+            report.problems.append(
+                f"committed sample {s!r} is listed in {len(where)} batches of "
+                f"ingested_batches.json ({where}); expected exactly one"
+            )
         elif meta.get("batch_id") != where[0]:
-            report.problems.append(f"sample {s!r}: samples.json says batch {meta.get('batch_id')!r}, "
-                                   f"ingested_batches.json says {where[0]!r}")
+            report.problems.append(
+                f"sample {s!r}: samples.json says batch {meta.get('batch_id')!r}, "
+                f"ingested_batches.json says {where[0]!r}"
+            )
     committed = set(commit.sample_ids)
     extra = (set(samples) | set(member_of)) - committed
     if extra:
-        report.notes.append(f"{len(extra)} uncommitted sample(s) in the sidecars (left by an interrupted append; "
-                            "invisible to readers; xr-methyl gc removes them)")
+        report.notes.append(
+            f"{len(extra)} uncommitted sample(s) in the sidecars (left by an interrupted append; "
+            "invisible to readers; xr-methyl gc removes them)"
+        )
     report.checked["samples"] = len(committed)
 
 
@@ -216,8 +227,10 @@ def _check_arrays(store, report: VerifyReport) -> None:
     main = ((layout.sample_block, layout.cpg_shard), (layout.chunk_rows, layout.cpg_chunk))
     expected = {"beta": (np.dtype("float32"), "nan", main), "coverage": (store.coverage_dtype, 0, main)}
     if layout.by_cpg_chunk:
-        copy_grid = ((layout.sample_block, layout.by_cpg_shard(store.n_cpgs)),
-                     (layout.sample_block, layout.by_cpg_chunk))
+        copy_grid = (
+            (layout.sample_block, layout.by_cpg_shard(store.n_cpgs)),
+            (layout.sample_block, layout.by_cpg_chunk),
+        )
         expected["beta_by_cpg"] = (np.dtype("float32"), "nan", copy_grid)
     for name, (dtype, fill, (shards, chunks)) in expected.items():
         try:
@@ -229,8 +242,9 @@ def _check_arrays(store, report: VerifyReport) -> None:
         if arr.dtype != dtype:
             report.problems.append(f"{name}: dtype {arr.dtype}, the manifest says {dtype}")
         if tuple(arr.shards or ()) != shards or tuple(arr.chunks) != chunks:
-            report.problems.append(f"{name}: shards {arr.shards} / chunks {arr.chunks}, the manifest says "
-                                   f"{shards} / {chunks}")
+            report.problems.append(
+                f"{name}: shards {arr.shards} / chunks {arr.chunks}, the manifest says {shards} / {chunks}"
+            )
         if tuple(meta.dimension_names or ()) != ("sample", "cpg"):
             report.problems.append(f"{name}: dimension names {meta.dimension_names}, expected ('sample', 'cpg')")
         value = arr.fill_value
@@ -238,8 +252,10 @@ def _check_arrays(store, report: VerifyReport) -> None:
             report.problems.append(f"{name}: fill value {value!r}, expected {fill}")
         extra_rows = arr.shape[0] - store.commit.n_rows
         if extra_rows:
-            report.notes.append(f"{name}: {extra_rows} uncommitted row(s) past the commit (left by an interrupted "
-                                "append; invisible to readers; the next append or xr-methyl gc reclaims them)")
+            report.notes.append(
+                f"{name}: {extra_rows} uncommitted row(s) past the commit (left by an interrupted "
+                "append; invisible to readers; the next append or xr-methyl gc reclaims them)"
+            )
 
 
 def _check_blocks(store, report: VerifyReport) -> None:
@@ -270,12 +286,14 @@ def _check_blocks(store, report: VerifyReport) -> None:
                 try:
                     values = read_checked(arr, rows, cols, lambda: arr[rows, cols])  # noqa: B023 (called at once)
                 except CorruptStoreError as err:  # damaged bytes; any other error is a bug and propagates
-                    report.problems.append(f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: "
-                                           f"{_why(err)}")
+                    report.problems.append(
+                        f"{keys[j]} (rows {rows.start}-{rows.stop - 1}) does not decode: {_why(err)}"
+                    )
                     values = None
                 if name == "beta" and copy is not None:  # the copy's shard j covers the same CpGs
-                    _check_copy(store, report, copy, copy_keys[j], rows, j * width,
-                                min((j + 1) * width, store.n_cpgs), values)
+                    _check_copy(
+                        store, report, copy, copy_keys[j], rows, j * width, min((j + 1) * width, store.n_cpgs), values
+                    )
                 if values is not None:
                     _check_values(report, name, keys[j], values, padding, commit.rows[rows])
     report.checked["blocks"] = n_blocks
@@ -290,29 +308,39 @@ def _read_record(store, report: VerifyReport, block: int) -> dict | None:
     try:
         record = store.storage.read_json(key)
     except FileNotFoundError:
-        report.problems.append(f"{key} (the shard record of committed block {block}) is missing: the sizes and "
-                               "sha256 of its shards are lost, so a missing or altered shard would go unseen")
+        report.problems.append(
+            f"{key} (the shard record of committed block {block}) is missing: the sizes and "
+            "sha256 of its shards are lost, so a missing or altered shard would go unseen"
+        )
         return None
     except ValueError as err:
         report.problems.append(f"{key} is not valid JSON ({err})")
         return None
 
     def entry_ok(entry) -> bool:
-        return (isinstance(entry, dict) and isinstance(entry.get("bytes"), int)
-                and isinstance(entry.get("sha256"), str))
+        return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
 
     rows = [block * store.layout.sample_block, (block + 1) * store.layout.sample_block]
-    if not (isinstance(record, dict) and record.get("block") == block and record.get("rows") == rows
-            and all(isinstance(record.get(name), dict) and all(entry_ok(e) for e in record[name].values())
-                    for name in store.array_names)):
-        report.problems.append(f"{key} does not hold the shard record of block {block} (block {block}, rows {rows}, "
-                               f"and the size and sha256 of each shard of {', '.join(store.array_names)})")
+    if not (
+        isinstance(record, dict)
+        and record.get("block") == block
+        and record.get("rows") == rows
+        and all(
+            isinstance(record.get(name), dict) and all(entry_ok(e) for e in record[name].values())
+            for name in store.array_names
+        )
+    ):
+        report.problems.append(
+            f"{key} does not hold the shard record of block {block} (block {block}, rows {rows}, "
+            f"and the size and sha256 of each shard of {', '.join(store.array_names)})"
+        )
         return None
     return record
 
 
-def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int,
-                beta: np.ndarray | None) -> None:
+def _check_copy(
+    store, report: VerifyReport, arr, key: str, rows: slice, lo: int, hi: int, beta: np.ndarray | None
+) -> None:
     """One shard of the CpG-major copy must hold what beta holds (read by the reader that reads it).
 
     ``beta``: beta's values there, as the check of beta's shard decoded them (None: it did not decode,
@@ -331,8 +359,10 @@ def _check_copy(store, report: VerifyReport, arr, key: str, rows: slice, lo: int
         return
     if not np.array_equal(copy, beta, equal_nan=True):
         i, j = (int(x[0]) for x in np.nonzero(~((copy == beta) | (np.isnan(copy) & np.isnan(beta)))))
-        report.problems.append(f"{key} (rows {rows.start}-{rows.stop - 1}) differs from beta.zarr, e.g. at row "
-                               f"{rows.start + i}, CpG {lo + j}: {copy[i, j]!r} vs {beta[i, j]!r}")
+        report.problems.append(
+            f"{key} (rows {rows.start}-{rows.stop - 1}) differs from beta.zarr, e.g. at row "
+            f"{rows.start + i}, CpG {lo + j}: {copy[i, j]!r} vs {beta[i, j]!r}"
+        )
 
 
 def _why(err: CorruptStoreError) -> str:
@@ -347,14 +377,17 @@ def _check_recorded(store, report: VerifyReport, name: str, block: int, keys: li
             data = store.storage.read_bytes(key)
         except FileNotFoundError:
             if expected is not None:
-                report.problems.append(f"{key} of committed block {block} is missing ({expected['bytes']} bytes "
-                                       "were written)")
+                report.problems.append(
+                    f"{key} of committed block {block} is missing ({expected['bytes']} bytes were written)"
+                )
             continue
         if expected is None:
             report.problems.append(f"{key} of committed block {block} exists but its append wrote no such shard")
         elif len(data) != expected["bytes"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
-            report.problems.append(f"{key} of committed block {block} differs from what was written "
-                                   f"({len(data)} bytes vs {expected['bytes']}, sha256 mismatch)")
+            report.problems.append(
+                f"{key} of committed block {block} differs from what was written "
+                f"({len(data)} bytes vs {expected['bytes']}, sha256 mismatch)"
+            )
     return len(recorded)
 
 
@@ -403,7 +436,8 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
         with wh.export(name, groups) as export:
             for batch in groups:
                 rows = export.dataset(batch).to_table(
-                    filter=pc.field("cpg_id").isin(wanted_cpgs), columns=["sample_id", "cpg_id", "value"])
+                    filter=pc.field("cpg_id").isin(wanted_cpgs), columns=["sample_id", "cpg_id", "value"]
+                )
                 for s, c, v in zip(*(rows.column(k).to_pylist() for k in ("sample_id", "cpg_id", "value"))):
                     truth[(s, c)] = v
         stored = store.read(name, chosen, np.unique(cell_cpg))
@@ -420,8 +454,9 @@ def _check_cells(store, report: VerifyReport, warehouse, cells: int, seed: int |
                 mismatches += 1
                 if mismatches <= 10:
                     shown = "no row" if (s, cpg) not in truth else "NULL" if want is None else repr(want)
-                    report.problems.append(f"{name} of ({s!r}, {cpg!r}): store has {got.item()!r}, warehouse has "
-                                           f"{shown}")
+                    report.problems.append(
+                        f"{name} of ({s!r}, {cpg!r}): store has {got.item()!r}, warehouse has {shown}"
+                    )
     if mismatches > 10:
         report.problems.append(f"... {mismatches} mismatching cell(s) in all")
     report.checked["warehouse cells"] = cells

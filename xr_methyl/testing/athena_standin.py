@@ -237,8 +237,12 @@ class AthenaStandIn:
         if ex.reason:
             status["StateChangeReason"] = ex.reason
             if ex.state == "FAILED":
-                status["AthenaError"] = {"ErrorCategory": 2, "ErrorType": 1306, "Retryable": False,
-                                         "ErrorMessage": ex.reason}
+                status["AthenaError"] = {
+                    "ErrorCategory": 2,
+                    "ErrorType": 1306,
+                    "Retryable": False,
+                    "ErrorMessage": ex.reason,
+                }
         if ex.completed:
             status["CompletionDateTime"] = ex.completed
         statistics: dict[str, Any] = {
@@ -282,9 +286,18 @@ class AthenaStandIn:
                 "Rows": [{"Data": [{} if v is None else {"VarCharValue": v} for v in row]} for row in page],
                 "ResultSetMetadata": {
                     "ColumnInfo": [
-                        {"CatalogName": "hive", "SchemaName": "", "TableName": "", "Name": name, "Label": name,
-                         "Type": kind, "Precision": 0, "Scale": 0, "Nullable": "UNKNOWN",
-                         "CaseSensitive": kind == "varchar"}
+                        {
+                            "CatalogName": "hive",
+                            "SchemaName": "",
+                            "TableName": "",
+                            "Name": name,
+                            "Label": name,
+                            "Type": kind,
+                            "Precision": 0,
+                            "Scale": 0,
+                            "Nullable": "UNKNOWN",
+                            "CaseSensitive": kind == "varchar",
+                        }
                         for name, kind in ex.columns
                     ]
                 },
@@ -349,9 +362,7 @@ class AthenaStandIn:
             try:
                 ice = self.warehouse._table(table.name)
             except Exception:
-                raise QueryFailed(
-                    f"TABLE_NOT_FOUND: Table 'awsdatacatalog.{db}.{table.name}' does not exist"
-                ) from None
+                raise QueryFailed(f"TABLE_NOT_FOUND: Table 'awsdatacatalog.{db}.{table.name}' does not exist") from None
             partitioned = any(f.name == "batch_id" for f in ice.spec().fields)
             row_filter = In("batch_id", wanted) if (wanted is not None and partitioned) else AlwaysTrue()
             scan = ice.scan(row_filter=row_filter)
@@ -379,13 +390,16 @@ class AthenaStandIn:
             prefix += "/"
         listing = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         if listing.get("KeyCount", 0):
-            raise QueryFailed(f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{ex.query_id}' already "
-                              f"exists: {location}")
+            raise QueryFailed(
+                f"HIVE_PATH_ALREADY_EXISTS: Target directory for table '{ex.query_id}' already exists: {location}"
+            )
         result = self._duckdb_query(select_sql, ex)
         partitioned_by = options.get("partitioned_by", [])
-        if result.schema.names[len(result.schema.names) - len(partitioned_by):] != partitioned_by:
-            raise QueryFailed("INVALID_TABLE_PROPERTY: Partition columns must be the last columns in the table "
-                              "and in the same order as partitioned_by")
+        if result.schema.names[len(result.schema.names) - len(partitioned_by) :] != partitioned_by:
+            raise QueryFailed(
+                "INVALID_TABLE_PROPERTY: Partition columns must be the last columns in the table "
+                "and in the same order as partitioned_by"
+            )
         data = result.drop_columns(partitioned_by) if partitioned_by else result
         groups: dict[str, np.ndarray] = {}  # partition directory -> its rows, in order
         if partitioned_by:
@@ -413,8 +427,9 @@ class AthenaStandIn:
             part = data.take(pa.array(rows))
             for n, lo in enumerate(range(0, max(len(part), 1), self.rows_per_file)):
                 buffer = io.BytesIO()
-                pq.write_table(part.slice(lo, self.rows_per_file), buffer,
-                               compression=options.get("compression", "snappy").lower())
+                pq.write_table(
+                    part.slice(lo, self.rows_per_file), buffer, compression=options.get("compression", "snappy").lower()
+                )
                 key = f"{prefix}{path}{ex.query_id}_{n:05d}_{uuid.uuid4().hex[:8]}"  # no extension, as Athena
                 self.s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
                 written.append(f"s3://{bucket}/{key}")
@@ -516,8 +531,11 @@ def parse_unload(query: str) -> tuple[str, str, dict[str, Any]]:
     options: dict[str, Any] = {}
     body = tail[2:]
     if body:
-        if (body[0].text.upper() != "WITH" or body[1].token_type != TokenType.L_PAREN
-                or body[-1].token_type != TokenType.R_PAREN):
+        if (
+            body[0].text.upper() != "WITH"
+            or body[1].token_type != TokenType.L_PAREN
+            or body[-1].token_type != TokenType.R_PAREN
+        ):
             raise QueryFailed("SYNTAX_ERROR: expected WITH (...) after the location")
         i, inner = 0, body[2:-1]
         while i < len(inner):

@@ -86,8 +86,9 @@ def warehouse_truth(warehouse_path: Path, cpg_labels: np.ndarray) -> dict[str, t
 
     from xr_methyl.warehouse.local import CATALOG_NAME, NAMESPACE
 
-    catalog = SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{warehouse_path}/catalog.db",
-                         warehouse=f"file://{warehouse_path}/warehouse")
+    catalog = SqlCatalog(
+        CATALOG_NAME, uri=f"sqlite:///{warehouse_path}/catalog.db", warehouse=f"file://{warehouse_path}/warehouse"
+    )
 
     def table(name: str):
         return catalog.load_table(f"{NAMESPACE}.{name}").scan().to_arrow().to_pandas()
@@ -135,8 +136,17 @@ def _child(store: str, warehouse: str, staging: str, go: str | None, ids: list[s
 
 def spawn_writer(store: Path, warehouse: Path, staging: Path, ids: list[str], *, go: Path | None = None):
     """Start one ``ensure`` in a child process; it prints ``ready`` once imported, ``done`` at the end."""
-    cmd = [sys.executable, "-m", "xr_methyl.testing.faults", "_child", str(store), str(warehouse), str(staging),
-           str(go or ""), *ids]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xr_methyl.testing.faults",
+        "_child",
+        str(store),
+        str(warehouse),
+        str(staging),
+        str(go or ""),
+        *ids,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -193,8 +203,15 @@ def stray_files(path) -> list[str]:
 
     store = MethylStore.open(path)
     n_blocks = store.commit.n_rows // store.layout.sample_block
-    keep = {MANIFEST, SAMPLE_IDS, SAMPLES, BATCHES, PROVENANCE, CPG_IDS,
-            *(f"{ARRAY_KEYS[name]}/zarr.json" for name in store.array_names)}
+    keep = {
+        MANIFEST,
+        SAMPLE_IDS,
+        SAMPLES,
+        BATCHES,
+        PROVENANCE,
+        CPG_IDS,
+        *(f"{ARRAY_KEYS[name]}/zarr.json" for name in store.array_names),
+    }
     for b in range(n_blocks):
         keep.add(block_record_key(b))
         for name in store.array_names:
@@ -204,8 +221,9 @@ def stray_files(path) -> list[str]:
 
 
 # -- the trials -------------------------------------------------------------------------------------
-def run_trials(trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 4, kill_probability: float = 0.75,
-               out=print) -> Summary:
+def run_trials(
+    trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 4, kill_probability: float = 0.75, out=print
+) -> Summary:
     """Run ``trials`` kill trials in ``workdir`` (see the module docstring) and return the summary."""
     from xr_methyl import Loader, LocalWarehouse, MethylStore
     from xr_methyl.synthetic import build_cohort
@@ -246,15 +264,17 @@ def run_trials(trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 
             shutil.rmtree(store_path, ignore_errors=True)
             committed = set()
         n_writers = int(rng.integers(1, max_writers + 1))
-        requests = [sorted(rng.choice(all_ids, size=int(rng.integers(2, 9)), replace=False).tolist())
-                    for _ in range(n_writers)]
+        requests = [
+            sorted(rng.choice(all_ids, size=int(rng.integers(2, 9)), replace=False).tolist()) for _ in range(n_writers)
+        ]
         procs = [spawn_writer(store_path, wh_path, staging, ids) for ids in requests]
         for p in procs:
             p.stdout.readline()  # "ready": imports done
         ready = time.perf_counter()
         window = ingest_seconds * (1.2 + 0.4 * (n_writers - 1)) + (1.0 if reset else 0.0)
-        kill_at = {i: ready + float(rng.uniform(0, window)) for i in range(n_writers)
-                   if rng.random() < kill_probability}
+        kill_at = {
+            i: ready + float(rng.uniform(0, window)) for i in range(n_writers) if rng.random() < kill_probability
+        }
         for i, when in sorted(kill_at.items(), key=lambda kv: kv[1]):
             time.sleep(max(0.0, when - time.perf_counter()))
             if procs[i].poll() is None:
@@ -303,8 +323,10 @@ def run_trials(trials: int, *, workdir: Path, seed: int = 0, max_writers: int = 
             fail(f"{type(err).__name__}: {err}")
         summary.trials += 1
         status = "ok" if len(summary.failures) == failures_before else "FAILED"
-        out(f"trial {trial + 1}/{trials}: {n_writers} writer(s), {len(kill_at)} kill(s), "
-            f"{len(committed)} samples committed: {status}")
+        out(
+            f"trial {trial + 1}/{trials}: {n_writers} writer(s), {len(kill_at)} kill(s), "
+            f"{len(committed)} samples committed: {status}"
+        )
 
     # Everything the killed writers left behind goes with one gc.
     store = MethylStore.open(store_path)
@@ -336,10 +358,18 @@ def _young_unlocked_temp(store_path: Path, key: str) -> bool:
 
 def _phase(line: str) -> str:
     """Name the step a writer was in from the last line it logged."""
-    for marker, phase in (("exporting", "warehouse export"), ("scattering", "scatter"), ("writing rows", "chunk write"),
-                          ("writing sidecars", "sidecar write"), ("committing", "commit"),
-                          ("committed batch", "between batches"), ("creating store", "store create"),
-                          ("loading", "diff / resolve"), ("ready", "start-up"), ("done", "finished")):
+    for marker, phase in (
+        ("exporting", "warehouse export"),
+        ("scattering", "scatter"),
+        ("writing rows", "chunk write"),
+        ("writing sidecars", "sidecar write"),
+        ("committing", "commit"),
+        ("committed batch", "between batches"),
+        ("creating store", "store create"),
+        ("loading", "diff / resolve"),
+        ("ready", "start-up"),
+        ("done", "finished"),
+    ):
         if marker in line:
             return phase
     return "other"
@@ -359,8 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="xr-methyl-faults-"))
     try:
-        summary = run_trials(args.trials, workdir=workdir, seed=args.seed, max_writers=args.writers,
-                             out=lambda line: print(line, flush=True))
+        summary = run_trials(
+            args.trials,
+            workdir=workdir,
+            seed=args.seed,
+            max_writers=args.writers,
+            out=lambda line: print(line, flush=True),
+        )
     finally:
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -36,8 +36,14 @@ class FaultyStorage:
     written through the wrapper, in order (what a test can assert on).
     """
 
-    def __init__(self, inner, pattern: str, *, nth: int = 1,
-                 fault: type[BaseException] | BaseException | Callable[[str], Any] = RuntimeError) -> None:
+    def __init__(
+        self,
+        inner,
+        pattern: str,
+        *,
+        nth: int = 1,
+        fault: type[BaseException] | BaseException | Callable[[str], Any] = RuntimeError,
+    ) -> None:
         if nth < 1:
             raise ValueError(f"nth={nth}: expected 1 or more")
         self.inner = inner

@@ -32,8 +32,16 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from xr_methyl.testing.athena_standin import AthenaStandIn
     from xr_methyl.warehouse import AthenaWarehouse, IcebergWarehouse
 
-__all__ = ["REGION", "Moto", "athena_warehouse", "glue_warehouse", "local_environment", "moto_server", "require",
-           "start_standin"]
+__all__ = [
+    "REGION",
+    "Moto",
+    "athena_warehouse",
+    "glue_warehouse",
+    "local_environment",
+    "moto_server",
+    "require",
+    "start_standin",
+]
 
 REGION = "us-east-1"
 #: The environment while moto's server runs (every other ``AWS_*`` variable is hidden meanwhile).
@@ -183,8 +191,9 @@ def start_standin(warehouse, moto: Moto, *, database: str | None = None, **optio
     require()
     from xr_methyl.testing.athena_standin import AthenaStandIn
 
-    return AthenaStandIn(warehouse, database=database or warehouse.namespace, s3_endpoint=moto.endpoint,
-                         region=REGION, **options).start()
+    return AthenaStandIn(
+        warehouse, database=database or warehouse.namespace, s3_endpoint=moto.endpoint, region=REGION, **options
+    ).start()
 
 
 def athena_warehouse(standin: AthenaStandIn, moto: Moto, bucket: str, **options: Any) -> AthenaWarehouse:

@@ -190,8 +190,9 @@ class AthenaWarehouse:
                 kind = _OPTIONS[key]
                 kwargs[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
             else:
-                raise WarehouseError(f"{uri!r}: unknown option {key!r}; expected one of {sorted(_OPTIONS)} "
-                                     "or table.<name>")
+                raise WarehouseError(
+                    f"{uri!r}: unknown option {key!r}; expected one of {sorted(_OPTIONS)} or table.<name>"
+                )
         if "unload_location" not in kwargs:
             raise WarehouseError(f"{uri!r} has no unload_location=s3://...")
         try:
@@ -368,8 +369,9 @@ class AthenaWarehouse:
         rows.sort(key=lambda r: (position.get(r[sample_at], len(ids)), str(r[names.index("batch_id")])))
         rows = [r for r in rows if r[sample_at] in position]
         # sample_id and batch_id first, the metadata after, as every warehouse returns them.
-        order = [sample_at, names.index("batch_id")] + [i for i, n in enumerate(names)
-                                                        if n not in ("sample_id", "batch_id")]
+        order = [sample_at, names.index("batch_id")] + [
+            i for i, n in enumerate(names) if n not in ("sample_id", "batch_id")
+        ]
         columns = {names[i]: _arrow_column([r[i] for r in rows], types[i]) for i in order}
         out = pa.table(columns)
         sample_col = out["sample_id"].to_pylist()
@@ -394,8 +396,15 @@ class AthenaWarehouse:
         pairs = {b: check_sql_ids(batches[b]) for b in batch_ids}
         # A fresh prefix per export: UNLOAD needs an empty one, and cleanup removes only it.
         run = f"{self.unload_location}{table}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex}/"
-        plans = plan_unloads(self.database, self.tables[table], table, run, pairs,
-                             max_partitions=self.max_partitions, max_bytes=self.max_query_bytes)
+        plans = plan_unloads(
+            self.database,
+            self.tables[table],
+            table,
+            run,
+            pairs,
+            max_partitions=self.max_partitions,
+            max_bytes=self.max_query_bytes,
+        )
 
         def cleanup() -> None:
             if not self.keep_unload:

@@ -114,14 +114,12 @@ def _in_list(values: Sequence[str]) -> str:
 def resolve_sql(database: str, table: str, sample_ids: Sequence[str]) -> str:
     """``SELECT *`` of ``sample_batch_map`` for the given ids (checked, quoted)."""
     ids = check_sql_ids(sample_ids)
-    return (
-        f"SELECT * FROM {quote_identifier(database)}.{quote_identifier(table)} "
-        f'WHERE "sample_id" IN {_in_list(ids)}'
-    )
+    return f'SELECT * FROM {quote_identifier(database)}.{quote_identifier(table)} WHERE "sample_id" IN {_in_list(ids)}'
 
 
-def split_for_resolve(sample_ids: Sequence[str], *, max_bytes: int = MAX_QUERY_BYTES,
-                      reserve: int = 1024) -> list[list[str]]:
+def split_for_resolve(
+    sample_ids: Sequence[str], *, max_bytes: int = MAX_QUERY_BYTES, reserve: int = 1024
+) -> list[list[str]]:
     """Split ids into runs whose IN list keeps a resolve query under ``max_bytes``."""
     runs: list[list[str]] = [[]]
     size = 0
@@ -182,8 +180,9 @@ def _batch_clause(batch_id: str, samples: Sequence[str]) -> str:
     return f'("batch_id" = {quote_literal(batch_id)} AND "sample_id" IN {_in_list(samples)})'
 
 
-def unload_sql(database: str, table: str, value_column: str, location: str,
-               batches: Mapping[str, Sequence[str]]) -> str:
+def unload_sql(
+    database: str, table: str, value_column: str, location: str, batches: Mapping[str, Sequence[str]]
+) -> str:
     """The UNLOAD of exactly the given (batch, sample) pairs of one value table.
 
     The ``batch_id IN (...)`` list lets Athena prune partitions; the per-batch
@@ -254,9 +253,7 @@ def plan_unloads(
         i = 0
         while i < len(samples):
             new_batch = b not in current
-            if new_batch and (
-                len(current) >= max_partitions or any(_ambiguous(b, other) for other in current)
-            ):
+            if new_batch and (len(current) >= max_partitions or any(_ambiguous(b, other) for other in current)):
                 flush()
             cost = batch_cost if b not in current else 0
             s_cost = len(quote_literal(samples[i]).encode()) + 2

@@ -178,7 +178,9 @@ class IcebergWarehouse:
         parts = urlsplit(uri)
         kind = parts.scheme.lower()
         if kind not in _CATALOG_TYPES:
-            raise WarehouseError(f"unsupported Iceberg catalog URI {uri!r}; expected one of {sorted(_CATALOG_TYPES)}://")
+            raise WarehouseError(
+                f"unsupported Iceberg catalog URI {uri!r}; expected one of {sorted(_CATALOG_TYPES)}://"
+            )
         namespace = parts.netloc + parts.path.rstrip("/")
         if not namespace:
             raise WarehouseError(f"{uri!r} names no namespace: expected {kind}://<namespace>?...")
@@ -204,8 +206,9 @@ class IcebergWarehouse:
             params["region"] = regions.pop()
             for k in _REGION_KEYS:
                 del properties[k]
-        params.update({k: _strip_password(v) for k, v in sorted(properties.items())
-                       if k != "type" and not _SECRET.search(k)})
+        params.update(
+            {k: _strip_password(v) for k, v in sorted(properties.items()) if k != "type" and not _SECRET.search(k)}
+        )
         query = urlencode(params, safe=":/")
         return f"{scheme}://{self.namespace}" + (f"?{query}" if query else "")
 
@@ -523,8 +526,9 @@ class IcebergWarehouse:
                 owner = json.loads(record.read_text())
             except (OSError, ValueError):
                 owner = None
-            if not path.is_dir() or owner_alive(owner, record if record.exists() else path,
-                                                lease=STAGING_LEASE_SECONDS):
+            if not path.is_dir() or owner_alive(
+                owner, record if record.exists() else path, lease=STAGING_LEASE_SECONDS
+            ):
                 continue
             out.append((str(path), LocalStorage(path).size()))
             if not dry_run:
@@ -553,10 +557,19 @@ class IcebergWarehouse:
             files[batch_id] = paths
         import pyarrow.fs
 
-        provenance = {"engine": "direct", "seconds": time.perf_counter() - started,
-                      "data_files": sum(map(len, files.values()))}
-        return Export(table=table, files=files, filesystem=pyarrow.fs.LocalFileSystem(), provenance=provenance,
-                      value_column=table, whole_batches=True)
+        provenance = {
+            "engine": "direct",
+            "seconds": time.perf_counter() - started,
+            "data_files": sum(map(len, files.values())),
+        }
+        return Export(
+            table=table,
+            files=files,
+            filesystem=pyarrow.fs.LocalFileSystem(),
+            provenance=provenance,
+            value_column=table,
+            whole_batches=True,
+        )
 
     def _copy(
         self,

@@ -155,8 +155,9 @@ class ShardGather:
     offset: np.ndarray
 
 
-def plan_gather(rows: np.ndarray, cols: np.ndarray, *, block: int, chunk: int, width: int
-                ) -> tuple[list[ShardGather], np.ndarray]:
+def plan_gather(
+    rows: np.ndarray, cols: np.ndarray, *, block: int, chunk: int, width: int
+) -> tuple[list[ShardGather], np.ndarray]:
     """Plan ``A[rows][:, cols]`` on the companion's grid; ``rows`` and ``cols`` in any order, repeats allowed.
 
     Returns the per-shard gathers, which fill a result over the sorted distinct
@@ -183,8 +184,17 @@ def plan_gather(rows: np.ndarray, cols: np.ndarray, *, block: int, chunk: int, w
     return plans, inverse.reshape(-1)
 
 
-def by_cpg_cheaper(n_rows: int, n_blocks: int, cols: np.ndarray, *, chunk: int, block: int, main_chunk: int,
-                   codec: str, n_cpgs: int | None = None) -> bool:
+def by_cpg_cheaper(
+    n_rows: int,
+    n_blocks: int,
+    cols: np.ndarray,
+    *,
+    chunk: int,
+    block: int,
+    main_chunk: int,
+    codec: str,
+    n_cpgs: int | None = None,
+) -> bool:
     """Whether reading ``cols`` of ``n_rows`` rows (in ``n_blocks`` blocks) from the companion is cheaper.
 
     Estimates both from the inner chunks each would read and their measured
@@ -304,8 +314,10 @@ class ByCpgReader:
             where = index[plan.chunks]
             fill = self.fill
             decode = self._decoder() if self.codecs.compressor else None
-            parts = [fill if o == EMPTY else self._chunk(fd, path, plan.chunks[k], o, n, decode)
-                     for k, (o, n) in enumerate(where.tolist())]
+            parts = [
+                fill if o == EMPTY else self._chunk(fd, path, plan.chunks[k], o, n, decode)
+                for k, (o, n) in enumerate(where.tolist())
+            ]
             data = b"".join(parts)
         finally:
             os.close(fd)
@@ -333,8 +345,9 @@ class ByCpgReader:
                 raise CorruptStoreError(f"{where} is truncated ({len(raw)} of {length} bytes); {VERIFY_HINT}")
             if data is None:
                 raise checksum_mismatch(where)
-            raise CorruptStoreError(f"{where} holds {len(data)} bytes once decoded, not {self.chunk_bytes}; "
-                                    f"{VERIFY_HINT}")
+            raise CorruptStoreError(
+                f"{where} holds {len(data)} bytes once decoded, not {self.chunk_bytes}; {VERIFY_HINT}"
+            )
         return data
 
     def _decoder(self):

@@ -115,8 +115,9 @@ def little_endian(codec) -> bool:
 
 def checksum_mismatch(where: str) -> CorruptStoreError:
     """The error for a chunk whose bytes do not match their crc32c."""
-    return CorruptStoreError(f"{where} does not match its crc32c checksum: its bytes changed after they were written; "
-                             f"{VERIFY_HINT}")
+    return CorruptStoreError(
+        f"{where} does not match its crc32c checksum: its bytes changed after they were written; {VERIFY_HINT}"
+    )
 
 
 def decode_failure(where: str, err: Exception) -> CorruptStoreError:
@@ -129,8 +130,9 @@ def check_shard_index(raw: bytes, name: str, n_bytes: int, size: int) -> np.ndar
     import google_crc32c
 
     if len(raw) != n_bytes:
-        raise CorruptStoreError(f"{name} is too short for a shard index ({size} bytes): the object is truncated; "
-                                f"{VERIFY_HINT}")
+        raise CorruptStoreError(
+            f"{name} is too short for a shard index ({size} bytes): the object is truncated; {VERIFY_HINT}"
+        )
     body, crc = raw[:-4], raw[-4:]
     if np.uint32(google_crc32c.value(body)).tobytes() != crc:
         raise CorruptStoreError(f"{name}: the shard index does not match its checksum; {VERIFY_HINT}")
@@ -195,8 +197,12 @@ def _locate(array, rows, cols) -> str | None:
     from xr_methyl.zarrio.internals import buffer_prototype, sync
 
     meta = array.metadata
-    if (meta.zarr_format != 3 or array.ndim != 2 or len(meta.codecs) != 1
-            or not isinstance(meta.codecs[0], ShardingCodec)):
+    if (
+        meta.zarr_format != 3
+        or array.ndim != 2
+        or len(meta.codecs) != 1
+        or not isinstance(meta.codecs[0], ShardingCodec)
+    ):
         return None
     sharding = meta.codecs[0]
     codecs = InnerCodecs.of(sharding)
@@ -242,9 +248,13 @@ def _locate(array, rows, cols) -> str | None:
         at = size - index_bytes if at_end else 0
         raw = await get(where, at, at + index_bytes) if at >= 0 else b""
         index = check_shard_index(raw, name, index_bytes, size).reshape(*per_shard, 2)
-        found = await asyncio.gather(*(check_chunk(where, f"{name}: inner chunk ({r}, {c})", int(index[r, c, 0]),
-                                                   int(index[r, c, 1]), size)
-                                       for r, c in chunks if index[r, c, 0] != EMPTY))
+        found = await asyncio.gather(
+            *(
+                check_chunk(where, f"{name}: inner chunk ({r}, {c})", int(index[r, c, 0]), int(index[r, c, 1]), size)
+                for r, c in chunks
+                if index[r, c, 0] != EMPTY
+            )
+        )
         return next((f for f in found if f), None)
 
     async def check_all() -> str | None:

@@ -53,9 +53,13 @@ def regular_grid(metadata) -> bool:
     return isinstance(metadata.chunk_grid, RegularChunkGrid)
 
 
-def watched_store(store, *, before_set: Callable[[str], None] | None = None,
-                  after_set: Callable[[str, bytes], None] | None = None,
-                  after_delete: Callable[[str], None] | None = None):
+def watched_store(
+    store,
+    *,
+    before_set: Callable[[str], None] | None = None,
+    after_set: Callable[[str, bytes], None] | None = None,
+    after_delete: Callable[[str], None] | None = None,
+):
     """``store`` wrapped so that each object written or deleted through it is seen by the callbacks.
 
     ``before_set(key)`` runs before an object is written (it may raise: the

@@ -108,8 +108,9 @@ def read_rows(array, rows: np.ndarray, cpg_key, *, chunk_rows: int = 1) -> np.nd
         return out
     plan = plan_row_reads(rows, chunk_rows)
     local = None
-    if not plan.gathered and (cpg_key.step in (None, 1) if isinstance(cpg_key, slice)
-                              else bool(np.all(np.diff(cpg_key) >= 0))):
+    if not plan.gathered and (
+        cpg_key.step in (None, 1) if isinstance(cpg_key, slice) else bool(np.all(np.diff(cpg_key) >= 0))
+    ):
         local = LocalShardReader.for_array(array)
     if local is not None:
         cols = slice(*cpg_key.indices(array.shape[1])[:2]) if isinstance(cpg_key, slice) else np.asarray(cpg_key)
